@@ -1,0 +1,98 @@
+"""The one RQ entry point: load an action by id, claim it, run its kind, record the outcome.
+
+Claiming is an atomic ``queued -> running`` update, so an action handed over
+twice, or retried by hand while it runs, still runs once. Failed attempts are
+put back as ``queued`` with ``not_before`` and scheduled through RQ; the last
+one marks the action ``failed``. RQ sees a failure as a failure (the job
+raises after recording it), never as a quiet success.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+
+from jobs.context import ActionContext
+from jobs.errors import ActionError, ActionFailed, PermanentError
+from listener.models import actions, items
+from listener.outbox import Outbox, Pending
+from listener.runtime import Runtime, current
+
+log = logging.getLogger(__name__)
+
+
+def run_action(action_id: int) -> str:
+    runtime = current()
+    action = claim(runtime, action_id)
+    if action is None:
+        log.info("listener.action.skipped action=%s reason=not queued", action_id)
+        return "skipped"
+    with runtime.engine.connect() as conn:
+        item = dict(conn.execute(select(items).where(items.c.id == action["item_id"])).one()._mapping)
+    context = ActionContext(action=action, item=item, config=runtime.config, settings=runtime.settings,
+                            engine=runtime.engine)
+    module = importlib.import_module(f"jobs.{action['kind']}")
+    log.info("listener.action.start action=%s kind=%s source=%s key=%s attempt=%s",
+             action_id, action["kind"], item["source"], item["key"], action["attempts"])
+    try:
+        module.run(context)
+    except ActionError as error:
+        outcome = record_failure(runtime, action, item, error)
+        raise ActionFailed(f"action {action_id} attempt {action['attempts']}: {error} ({outcome})") from error
+    except Exception as error:  # an unexpected error is retried like any other failed attempt
+        log.exception("listener.action.crashed action=%s", action_id)
+        outcome = record_failure(runtime, action, item, error)
+        raise ActionFailed(f"action {action_id} attempt {action['attempts']}: {error} ({outcome})") from error
+    finish(runtime, action_id, "done")
+    log.info("listener.action.done action=%s kind=%s source=%s key=%s attempt=%s",
+             action_id, action["kind"], item["source"], item["key"], action["attempts"])
+    return "done"
+
+
+def claim(runtime: Runtime, action_id: int) -> dict[str, Any] | None:
+    now = datetime.now(timezone.utc)
+    with runtime.engine.begin() as conn:
+        row = conn.execute(
+            update(actions)
+            .where(actions.c.id == action_id, actions.c.status == "queued")
+            .values(status="running", attempts=actions.c.attempts + 1, started_at=now, updated_at=now,
+                    finished_at=None, not_before=None)
+            .returning(*actions.c)
+        ).first()
+    return dict(row._mapping) if row else None
+
+
+def finish(runtime: Runtime, action_id: int, status: str, error: str | None = None) -> None:
+    now = datetime.now(timezone.utc)
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            update(actions).where(actions.c.id == action_id)
+            .values(status=status, error=error, finished_at=now, updated_at=now)
+        )
+
+
+def record_failure(runtime: Runtime, action: dict[str, Any], item: dict[str, Any], error: Exception) -> str:
+    """Schedule the next attempt, or mark the action failed; returns which."""
+    message = str(error) or type(error).__name__
+    schedule = runtime.config.retry_schedule(item["source"], action["workflow"])
+    attempts = action["attempts"]
+    if isinstance(error, PermanentError) or attempts > len(schedule):
+        finish(runtime, action["id"], "failed", message)
+        log.warning("listener.action.failed action=%s kind=%s key=%s attempt=%s error=%s",
+                    action["id"], action["kind"], item["key"], attempts, message)
+        return "failed"
+    delay = schedule[attempts - 1]
+    now = datetime.now(timezone.utc)
+    not_before = now + timedelta(seconds=delay)
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            update(actions).where(actions.c.id == action["id"])
+            .values(status="queued", error=message, not_before=not_before, updated_at=now)
+        )
+    Outbox(runtime.redis(), runtime.settings.queue_name).hand_over([Pending(action["id"], attempts, not_before)])
+    log.warning("listener.action.retry action=%s kind=%s key=%s attempt=%s in=%ss error=%s",
+                action["id"], action["kind"], item["key"], attempts, delay, message)
+    return f"retry in {delay:g}s"

@@ -1,0 +1,160 @@
+"""Handing actions to RQ, exactly once, even when Redis was down at the time.
+
+The database is the outbox: an action is ``queued`` there before anything
+touches Redis. After the commit the request path tries a cheap hand-over (one
+Redis pipeline); if Redis is down nothing fails, and the dispatcher, a loop in
+every worker process, hands over later every queued action that has no RQ job.
+
+RQ job ids are derived from the action (``action-<id>-<attempt>``), so "has it
+been handed over?" is one EXISTS, and a job that does run twice cannot do the
+work twice: ``jobs.runner`` claims the action in the database first.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import redis
+from rq import Queue
+from sqlalchemy import Engine, select
+
+from listener.db import as_utc
+from listener.models import actions
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "jobs.runner.run_action"
+JOB_TIMEOUT = 6 * 3600  # a large transfer may take hours; progress shows it is alive
+LEASE_KEY = "listener:dispatcher-lease"
+
+
+@dataclass(frozen=True)
+class Pending:
+    action_id: int
+    attempts: int = 0
+    not_before: datetime | None = None
+
+    @property
+    def job_id(self) -> str:
+        return job_id(self.action_id, self.attempts)
+
+
+def job_id(action_id: int, attempts: int) -> str:
+    return f"action-{action_id}-{attempts}"
+
+
+class Outbox:
+    def __init__(self, connection: redis.Redis, queue_name: str) -> None:
+        self.redis = connection
+        self.queue = Queue(queue_name, connection=connection)
+        self._down_until = 0.0
+
+    def hand_over(self, pending: Iterable[Pending]) -> bool:
+        """Enqueue (or schedule) each action; False when Redis could not take them."""
+        pending = list(pending)
+        if not pending:
+            return True
+        try:
+            with self.redis.pipeline() as pipe:
+                for action in pending:
+                    self._enqueue(action, pipe)
+                pipe.execute()
+        except redis.RedisError as error:
+            log.warning("listener.outbox.redis_down actions=%s error=%s", [p.action_id for p in pending], error)
+            return False
+        return True
+
+    def hand_over_new(self, action_ids: list[int]) -> None:
+        """The request path's hand-over: best effort, and skipped for a while after Redis failed."""
+        if not action_ids or time.monotonic() < self._down_until:
+            return
+        if not self.hand_over(Pending(action_id) for action_id in action_ids):
+            self._down_until = time.monotonic() + 5.0
+
+    def _enqueue(self, action: Pending, pipe: redis.client.Pipeline) -> None:
+        options = dict(args=(action.action_id,), job_id=action.job_id, timeout=JOB_TIMEOUT,
+                       result_ttl=3600, failure_ttl=7 * 86400, description=f"action {action.action_id}")
+        now = datetime.now(timezone.utc)
+        if action.not_before and as_utc(action.not_before) > now:
+            job = self.queue.create_job(JOB_FUNCTION, **options)
+            job.save(pipeline=pipe)
+            self.queue.schedule_job(job, as_utc(action.not_before), pipeline=pipe)
+        else:
+            self.queue.enqueue_call(JOB_FUNCTION, pipeline=pipe, **options)
+
+    def missing(self, pending: list[Pending]) -> list[Pending]:
+        """The actions whose RQ job does not exist."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for action in pending:
+                pipe.exists(f"rq:job:{action.job_id}")
+            found = pipe.execute()
+        return [action for action, exists in zip(pending, found, strict=True) if not exists]
+
+
+class Dispatcher:
+    """Hands over queued actions that have no RQ job; one active per Redis, by lease."""
+
+    def __init__(self, engine: Engine, outbox: Outbox, *, interval: float = 1.0, grace: float = 2.0,
+                 batch: int = 500, clock: Callable[[], datetime] | None = None) -> None:
+        self.engine = engine
+        self.outbox = outbox
+        self.interval = interval
+        self.grace = grace  # leave the request path time for its own hand-over
+        self.batch = batch
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.identity = uuid.uuid4().hex
+        self._after_id = 0
+
+    def run_once(self) -> int:
+        """One sweep; returns how many actions it handed over."""
+        cutoff = self.clock() - timedelta(seconds=self.grace)
+        query = (
+            select(actions.c.id, actions.c.attempts, actions.c.not_before)
+            .where(actions.c.status == "queued", actions.c.updated_at <= cutoff, actions.c.id > self._after_id)
+            .order_by(actions.c.id)
+            .limit(self.batch)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        # Walk the backlog a batch at a time, then start again from the oldest.
+        self._after_id = rows[-1].id if len(rows) == self.batch else 0
+        pending = [Pending(row.id, row.attempts, row.not_before) for row in rows]
+        if not pending:
+            return 0
+        missing = self.outbox.missing(pending)
+        if missing and self.outbox.hand_over(missing):
+            log.info("listener.outbox.handed_over count=%d first=%d", len(missing), missing[0].action_id)
+            return len(missing)
+        return 0
+
+    def _hold_lease(self) -> bool:
+        ttl_ms = int(max(self.interval * 5, 5) * 1000)
+        connection = self.outbox.redis
+        if connection.set(LEASE_KEY, self.identity, nx=True, px=ttl_ms):
+            return True
+        holder = connection.get(LEASE_KEY)
+        if holder is not None and holder.decode() == self.identity:
+            connection.pexpire(LEASE_KEY, ttl_ms)
+            return True
+        return False
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                if self._hold_lease():
+                    self.run_once()
+            except redis.RedisError as error:
+                log.warning("listener.outbox.redis_unavailable error=%s", error)
+            except Exception:  # noqa: BLE001 - a database outage must not kill the loop
+                log.exception("listener.outbox.sweep_failed")
+            stop.wait(self.interval)
+
+    def start(self) -> threading.Event:
+        stop = threading.Event()
+        threading.Thread(target=self.run_forever, args=(stop,), name="dispatcher", daemon=True).start()
+        return stop
