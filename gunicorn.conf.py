@@ -1,0 +1,22 @@
+"""gunicorn settings for webhook traffic: many short requests, senders that retry.
+
+Override any of them with environment variables where noted.
+"""
+import multiprocessing
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Sync workers: a webhook is one short transaction; processes, not threads, use both cores.
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "sync"
+timeout = int(os.environ.get("WEB_TIMEOUT", 30))  # senders give up after about as long
+graceful_timeout = 20  # a PaaS sends SIGKILL some 30 s after SIGTERM
+keepalive = 5  # keep connections from a load balancer or a busy sender open
+max_requests = 10000  # recycle workers now and then; jitter so they do not all restart at once
+max_requests_jitter = 1000
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+# The path without its query string: a ?token= must never reach the access log.
+accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "1") != "0" else None
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'

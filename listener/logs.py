@@ -1,0 +1,45 @@
+"""Logging: one line per event and per action attempt; JSON lines when LOG_FORMAT=json."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+
+from config import Settings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        # "listener.<source>.<what> k=v k=v": the key and its fields, for log search.
+        head, _, rest = message.partition(" ")
+        if head.startswith("listener."):
+            entry["key"] = head
+            for pair in rest.split(" "):
+                name, sep, value = pair.partition("=")
+                if sep and name.isidentifier():
+                    entry.setdefault(name, value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    if getattr(root, "_listener_configured", False):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    root._listener_configured = True  # type: ignore[attr-defined]

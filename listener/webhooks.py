@@ -1,0 +1,123 @@
+"""The webhook endpoints: one flask-restful resource per handler endpoint.
+
+Checks run in a fixed order, each with its own answer and log key
+(``listener.<source>.<what>``): allowed address (403), token (401), body
+size (413), body (400), handler (400 or 200 ignored), then one database
+transaction (503 if the database cannot take it), then 200.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import current_app, request
+from flask_restful import Api, Resource
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from handlers.base import Rejected, WebhookRequest
+from listener.auth import Forbidden, Unauthorized, check_address, check_token, presented_token
+from listener.body import BadBody, clean_fields, parse_json_object
+from listener.db import is_unavailable
+from listener.sources import Source
+from listener.store import Delivery, EventStore, Recorded
+
+log = logging.getLogger("listener")
+
+RETRY_AFTER_SECONDS = 5
+
+
+def error(status: int, message: str, **headers: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return {"status": "error", "message": message}, status, headers
+
+
+class WebhookResource(Resource):
+    def __init__(self, source: Source, endpoint: str) -> None:
+        self.source = source
+        self.endpoint = endpoint
+
+    def get(self):  # noqa: ANN201 - flask-restful answers
+        return self._receive()
+
+    def post(self):  # noqa: ANN201
+        return self._receive()
+
+    def _receive(self):  # noqa: ANN202
+        source = self.source
+        try:
+            check_address(source.allow_ips, request.remote_addr)
+            check_token(source.token, presented_token(request.headers, request.args))
+        except Forbidden as refusal:
+            log.warning("listener.%s.forbidden endpoint=%s addr=%s", source.name, self.endpoint, request.remote_addr)
+            return error(403, str(refusal))
+        except Unauthorized as refusal:
+            log.warning("listener.%s.unauthorized endpoint=%s addr=%s reason=%s",
+                        source.name, self.endpoint, request.remote_addr, refusal)
+            return error(401, str(refusal))
+
+        limit = source.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return error(413, f"body: larger than the limit of {limit} bytes")
+        request.max_content_length = limit  # also enforced while reading a chunked body
+        try:
+            payload = self._payload()
+            outcome = source.handler.parse(
+                WebhookRequest(endpoint=self.endpoint, method=request.method, payload=payload,
+                               received_at=datetime.now(timezone.utc))
+            )
+        except (BadBody, Rejected) as problem:
+            log.info("listener.%s.rejected endpoint=%s reason=%s", source.name, self.endpoint, problem)
+            return error(400, str(problem))
+
+        delivery = Delivery(source=source, endpoint=self.endpoint, payload=payload,
+                            received_at=datetime.now(timezone.utc), remote_addr=request.remote_addr)
+        try:
+            recorded = self._record(delivery, outcome)
+        except DBAPIError as failure:
+            if is_unavailable(failure):
+                log.error("listener.%s.database_unavailable endpoint=%s error=%s",
+                          source.name, self.endpoint, failure.orig)
+                return error(503, "database unavailable, retry later", **{"Retry-After": str(RETRY_AFTER_SECONDS)})
+            log.warning("listener.%s.unstorable endpoint=%s error=%s", source.name, self.endpoint, failure.orig)
+            return error(400, "body: cannot be stored")
+
+        current_app.extensions["listener.outbox"].hand_over_new(recorded.action_ids)
+        return self._answer(recorded, outcome)
+
+    def _payload(self) -> dict[str, Any]:
+        if self.source.handler.BODY == "query":
+            fields = dict(request.args)
+            if request.method == "POST":
+                fields.update(request.form)
+            return clean_fields(fields)
+        # Parsed whatever Content-Type says: senders differ (seed 003 forces it too).
+        return parse_json_object(request.get_data(cache=False))
+
+    def _record(self, delivery: Delivery, outcome: Any) -> Recorded:
+        store: EventStore = current_app.extensions["listener.store"]
+        try:
+            return store.record(delivery, outcome)
+        except IntegrityError:
+            # Two processes inserted the same event at once; the second pass sees it as a duplicate.
+            return store.record(delivery, outcome)
+
+    def _answer(self, recorded: Recorded, outcome: Any) -> dict[str, Any]:
+        key = getattr(outcome, "key", None)
+        log.info("listener.%s.%s endpoint=%s key=%s event=%s actions=%s reason=%s", self.source.name,
+                 recorded.status, self.endpoint, key, recorded.event_id, recorded.action_ids, recorded.reason)
+        if recorded.status == "ignored":
+            return {"status": "ignored", "reason": recorded.reason, "event_id": recorded.event_id}
+        return {"status": recorded.status, "event_id": recorded.event_id}
+
+
+def register_webhooks(api: Api, sources: dict[str, Source]) -> None:
+    for source in sources.values():
+        for path, methods in source.handler.ENDPOINTS.items():
+            # A resource class per endpoint, routed for its methods only: anything else is a 405.
+            name = f"Webhook_{source.name}_{path.strip('/').replace('-', '_')}"
+            resource = type(name, (WebhookResource,), {"methods": set(methods)})
+            api.add_resource(resource, path, endpoint=f"webhook:{source.name}:{path}",
+                             resource_class_kwargs={"source": source, "endpoint": path})
+        if source.token is None:
+            log.warning("listener.%s.open source %s has no token: anyone can call %s", source.name,
+                        source.name, ", ".join(source.handler.ENDPOINTS))
