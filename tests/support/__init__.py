@@ -1,0 +1,1 @@
+"""Helpers for the tests: backends, live servers and fixtures."""
