@@ -87,9 +87,7 @@ class Workflow(_Strict):
             wanted = {str(folder) for folder in self.folders}
             if str(item_data.get("folder_id")) not in wanted:
                 return False
-        if self.filter and self.filter not in str(item_data.get("file_name", "")):
-            return False
-        return True
+        return not self.filter or self.filter in str(item_data.get("file_name", ""))
 
 
 class ListenerConfig(_Strict):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, update
@@ -39,7 +39,7 @@ class ActionContext:
         self._last_report = now
         elapsed = max(now - self._started, 1e-6)
         values: dict[str, Any] = dict(bytes_done=bytes_done, speed_bps=bytes_done / elapsed,
-                                      updated_at=datetime.now(timezone.utc))
+                                      updated_at=datetime.now(UTC))
         if bytes_total is not None:
             values["bytes_total"] = bytes_total
         with self.engine.begin() as conn:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -53,7 +53,7 @@ def run_action(action_id: int) -> str:
 
 
 def claim(runtime: Runtime, action_id: int) -> dict[str, Any] | None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with runtime.engine.begin() as conn:
         row = conn.execute(
             update(actions)
@@ -66,7 +66,7 @@ def claim(runtime: Runtime, action_id: int) -> dict[str, Any] | None:
 
 
 def finish(runtime: Runtime, action_id: int, status: str, error: str | None = None) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with runtime.engine.begin() as conn:
         conn.execute(
             update(actions).where(actions.c.id == action_id)
@@ -85,7 +85,7 @@ def record_failure(runtime: Runtime, action: dict[str, Any], item: dict[str, Any
                     action["id"], action["kind"], item["key"], attempts, message)
         return "failed"
     delay = schedule[attempts - 1]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     not_before = now + timedelta(seconds=delay)
     with runtime.engine.begin() as conn:
         conn.execute(

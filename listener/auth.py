@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Mapping
 
 
 class Unauthorized(Exception):

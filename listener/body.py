@@ -12,6 +12,23 @@ class BadBody(Exception):
     """Answered 400."""
 
 
+class TooLarge(Exception):
+    """Answered 413."""
+
+
+def read_limited(stream: Any, limit: int) -> bytes:
+    """Read a whole body, refusing one longer than ``limit`` bytes (chunked bodies included)."""
+    parts, size = [], 0
+    while True:
+        part = stream.read(min(65536, limit + 1 - size))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            raise TooLarge(f"body: larger than the limit of {limit} bytes")
+
+
 def _no_constants(name: str) -> Any:
     raise BadBody(f"body: {name} is not valid JSON")
 

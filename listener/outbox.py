@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Queue
@@ -79,7 +79,7 @@ class Outbox:
     def _enqueue(self, action: Pending, pipe: redis.client.Pipeline) -> None:
         options = dict(args=(action.action_id,), job_id=action.job_id, timeout=JOB_TIMEOUT,
                        result_ttl=3600, failure_ttl=7 * 86400, description=f"action {action.action_id}")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if action.not_before and as_utc(action.not_before) > now:
             job = self.queue.create_job(JOB_FUNCTION, **options)
             job.save(pipeline=pipe)
@@ -106,7 +106,7 @@ class Dispatcher:
         self.interval = interval
         self.grace = grace  # leave the request path time for its own hand-over
         self.batch = batch
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.identity = uuid.uuid4().hex
         self._after_id = 0
 

@@ -8,16 +8,17 @@ transaction (503 if the database cannot take it), then 200.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app, request
 from flask_restful import Api, Resource
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from handlers.base import Rejected, WebhookRequest
 from listener.auth import Forbidden, Unauthorized, check_address, check_token, presented_token
-from listener.body import BadBody, clean_fields, parse_json_object
+from listener.body import BadBody, TooLarge, clean_fields, parse_json_object, read_limited
 from listener.db import is_unavailable
 from listener.sources import Source
 from listener.store import Delivery, EventStore, Recorded
@@ -58,19 +59,20 @@ class WebhookResource(Resource):
         limit = source.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"body: larger than the limit of {limit} bytes")
-        request.max_content_length = limit  # also enforced while reading a chunked body
         try:
-            payload = self._payload()
+            payload = self._payload(limit)
             outcome = source.handler.parse(
                 WebhookRequest(endpoint=self.endpoint, method=request.method, payload=payload,
-                               received_at=datetime.now(timezone.utc))
+                               received_at=datetime.now(UTC))
             )
+        except TooLarge as problem:
+            return error(413, str(problem))
         except (BadBody, Rejected) as problem:
             log.info("listener.%s.rejected endpoint=%s reason=%s", source.name, self.endpoint, problem)
             return error(400, str(problem))
 
         delivery = Delivery(source=source, endpoint=self.endpoint, payload=payload,
-                            received_at=datetime.now(timezone.utc), remote_addr=request.remote_addr)
+                            received_at=datetime.now(UTC), remote_addr=request.remote_addr)
         try:
             recorded = self._record(delivery, outcome)
         except DBAPIError as failure:
@@ -84,14 +86,18 @@ class WebhookResource(Resource):
         current_app.extensions["listener.outbox"].hand_over_new(recorded.action_ids)
         return self._answer(recorded, outcome)
 
-    def _payload(self) -> dict[str, Any]:
+    def _payload(self, limit: int) -> dict[str, Any]:
         if self.source.handler.BODY == "query":
             fields = dict(request.args)
             if request.method == "POST":
-                fields.update(request.form)
+                request.max_content_length = limit
+                try:
+                    fields.update(request.form)
+                except RequestEntityTooLarge:
+                    raise TooLarge(f"body: larger than the limit of {limit} bytes") from None
             return clean_fields(fields)
         # Parsed whatever Content-Type says: senders differ (seed 003 forces it too).
-        return parse_json_object(request.get_data(cache=False))
+        return parse_json_object(read_limited(request.stream, limit))
 
     def _record(self, delivery: Delivery, outcome: Any) -> Recorded:
         store: EventStore = current_app.extensions["listener.store"]
