@@ -1,0 +1,111 @@
+"""The listener as real processes: ``python -m listener run``, or the Procfile's web and worker."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from tests.support.backends import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ListenerProcesses:
+    """Starts the listener with a config of its own; ``mode`` is "run" (the supervisor) or "procfile"."""
+
+    def __init__(self, tmp_path: Path, database_url: str, redis_url: str | None, config: dict[str, Any],
+                 admin_token: str, mode: str = "run", extra_env: dict[str, str] | None = None) -> None:
+        self.dir = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = tmp_path / "listener.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTENER_", "REDIS_", "DATABASE_"))}
+        self.env.update(PORT=str(self.port), DATABASE_URL=database_url, LISTENER_CONFIG=str(self.config_path),
+                        LISTENER_ADMIN_TOKEN=admin_token, LISTENER_VAR_DIR=str(tmp_path / "var"),
+                        LISTENER_QUEUE="listener-e2e", WEB_CONCURRENCY="2", PYTHONUNBUFFERED="1")
+        if redis_url:
+            self.env["REDIS_URL"] = redis_url
+        self.env.update(extra_env or {})
+        self.admin_token = admin_token
+        self.mode = mode
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.log_path = tmp_path / "listener.log"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def start(self) -> ListenerProcesses:
+        python = sys.executable
+        if self.mode == "run":
+            self._spawn("run", [python, "-m", "listener", "run"])
+        else:
+            subprocess.run([python, "-m", "listener", "migrate"], cwd=ROOT, env=self.env, check=True)
+            self.start_web()
+            self.start_worker()
+        self.wait_ready()
+        return self
+
+    def start_web(self) -> None:
+        self._spawn("web", [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"])
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen:
+        return self._spawn(name, [sys.executable, "-m", "listener", "worker"])
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.logs()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the listener did not start:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+                         for path in sorted(self.dir.glob("*.log")))
+
+    def admin(self, path: str) -> Any:
+        answer = requests.get(self.url + path, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def wait_for(self, predicate: Any, timeout: float = 30, interval: float = 0.1) -> Any:
+        """Poll ``predicate()`` until it returns something truthy; fail with the logs otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout}s\n{self.logs()}")
+
+    def stop(self, name: str | None = None, sig: int = signal.SIGTERM, timeout: float = 30) -> dict[str, int]:
+        """Stop one process (or all) with ``sig``; returns their exit codes."""
+        codes = {}
+        for process_name in [name] if name else list(self.processes):
+            process = self.processes.pop(process_name)
+            if process.poll() is None:
+                os.killpg(process.pid, sig) if sig == signal.SIGKILL else process.send_signal(sig)
+            try:
+                codes[process_name] = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                codes[process_name] = process.wait()
+        return codes

@@ -1,0 +1,203 @@
+"""The answers of SPEC 2 that every endpoint shares: auth, limits, bad input, methods, outages."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from tests.conftest import TOKENS, base_config, load_fixture, rows
+
+CREATE = load_fixture("iconik", "create__asset")
+
+
+def assert_nothing_recorded(live) -> None:
+    assert rows(live.runtime, "items") == []
+    assert rows(live.runtime, "events") == []
+
+
+# --- authentication -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["bearer", "header", "query"])
+def test_token_accepted_in_each_form(listener, how):
+    token = TOKENS["iconik"]
+    path, headers = "/create", {}
+    if how == "bearer":
+        headers["Authorization"] = f"Bearer {token}"
+    elif how == "header":
+        headers["X-Listener-Token"] = token
+    else:
+        path += f"?token={token}"
+    answer = listener.post(path, CREATE, token=None, headers=headers)
+    assert answer.status_code == 200, answer.text
+
+
+def test_missing_token_is_401_and_records_nothing(listener):
+    answer = listener.post("/create", CREATE, token=None)
+    assert answer.status_code == 401
+    assert "missing token" in answer.json()["message"]
+    assert_nothing_recorded(listener)
+
+
+def test_wrong_token_is_401_and_never_logged(listener, caplog):
+    caplog.set_level(logging.INFO)
+    answer = listener.post("/create", CREATE, token="not-the-token-xyz")
+    assert answer.status_code == 401
+    assert answer.json()["message"] == "wrong token"
+    assert "not-the-token-xyz" not in caplog.text
+    assert_nothing_recorded(listener)
+
+
+def test_another_sources_token_does_not_open_an_endpoint(listener):
+    answer = listener.post("/create", CREATE, token=TOKENS["scoopa"])
+    assert answer.status_code == 401
+
+
+def test_source_without_token_is_open_and_says_so_at_startup(start_listener, caplog):
+    caplog.set_level(logging.WARNING)
+    config = base_config()
+    config["sources"]["iconik"]["token"] = ""
+    live = start_listener(config)
+    assert "source iconik has no token" in caplog.text
+    assert live.post("/create", CREATE, token=None).status_code == 200
+
+
+def test_caller_outside_allow_ips_is_403(start_listener):
+    config = base_config()
+    config["sources"]["iconik"]["allow_ips"] = ["10.0.0.0/8"]
+    live = start_listener(config)
+    answer = live.post("/create", CREATE)
+    assert answer.status_code == 403
+    assert "allow_ips" in answer.json()["message"]
+    assert_nothing_recorded(live)
+
+
+def test_caller_inside_allow_ips_is_accepted(start_listener):
+    config = base_config()
+    config["sources"]["iconik"]["allow_ips"] = ["10.0.0.0/8", "127.0.0.0/8"]
+    assert start_listener(config).post("/create", CREATE).status_code == 200
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"realm": "entity", ', "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object, got an array"),
+        (b'"a string"', "expected a JSON object, got a string"),
+        (b"null", "expected a JSON object, got null"),
+        (b"42", "got a number"),
+        (b"", "empty"),
+        (b'{"object_id": "\xff\xfe"}', "not valid UTF-8"),
+        (b"realm=entity&operation=create&object_id=x", "not valid JSON"),
+        (b'{"realm": NaN}', "NaN is not valid JSON"),
+        (b'{"realm": "entity", "operation": "create", "object_id": "a\\u0000b"}', "NUL"),
+        (b'{"realm": "entity", "operation": "create", "object_id": "\\ud800"}', "surrogate"),
+        (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+    ],
+)
+def test_bad_bodies_are_400_naming_the_problem(listener, raw, message):
+    answer = listener.post("/create", data=raw, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["status"] == "error"
+    assert message in answer.json()["message"]
+    assert_nothing_recorded(listener)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"object_id": 12}, "object_id"),
+        ({"object_id": ""}, "object_id"),
+        ({"realm": None}, "realm"),
+        ({"data": "not-an-object"}, "data"),
+    ],
+)
+def test_mistyped_fields_are_400_naming_the_field(listener, change, field):
+    answer = listener.post("/create", CREATE | change)
+    assert answer.status_code == 400
+    assert answer.json()["message"].startswith(field)
+    assert_nothing_recorded(listener)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_json_object_accepted_whatever_the_content_type(listener, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = listener.post("/create", data=json.dumps(CREATE).encode(), headers=headers)
+    assert answer.status_code == 200, answer.text
+
+
+def test_unknown_fields_and_query_parameters_are_ignored(listener):
+    answer = listener.post("/create?utm_source=x&debug=1", CREATE | {"surprise": {"nested": [1, 2]}})
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "accepted"
+
+
+def test_body_over_the_limit_is_413(start_listener):
+    config = base_config()
+    config["sources"]["iconik"]["max_body_bytes"] = 2048
+    live = start_listener(config)
+    big = CREATE | {"padding": "x" * 4096}
+    answer = live.post("/create", big)
+    assert answer.status_code == 413
+    assert "2048" in answer.json()["message"]
+    assert_nothing_recorded(live)
+
+
+def test_chunked_body_over_the_limit_is_413(start_listener):
+    config = base_config()
+    config["sources"]["iconik"]["max_body_bytes"] = 2048
+    live = start_listener(config)
+
+    def chunks():
+        yield b'{"padding": "'
+        for _ in range(10):
+            yield b"x" * 1024
+        yield b'"}'
+
+    answer = live.post("/create", data=chunks())
+    assert answer.status_code == 413
+    assert_nothing_recorded(live)
+
+
+def test_default_limit_is_one_mebibyte(listener):
+    answer = listener.post("/create", CREATE | {"padding": "x" * (1024 * 1024)})
+    assert answer.status_code == 413
+
+
+# --- methods and routes ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/create"), ("PUT", "/proxy"), ("DELETE", "/scoopa"),
+                                              ("GET", "/dynamic-ingest"), ("PUT", "/screen9")])
+def test_wrong_method_is_405(listener, method, path):
+    answer = listener.http.request(method, listener.url + path, timeout=10)
+    assert answer.status_code == 405
+    assert answer.json()["status"] == "error"
+
+
+def test_unknown_path_is_a_json_404(listener):
+    answer = listener.get("/nowhere")
+    assert answer.status_code == 404
+    assert answer.json()["status"] == "error"
+
+
+def test_unconfigured_source_has_no_endpoint(start_listener):
+    config = base_config()
+    del config["sources"]["screen9"]
+    live = start_listener(config)
+    assert live.get("/screen9", params={"mediaid": "x"}).status_code == 404
+
+
+# --- the database cannot take the event -----------------------------------------------------
+
+def test_database_down_is_503_with_retry_after(start_listener, database_url, tmp_path):
+    if database_url.startswith("sqlite"):
+        dead = f"sqlite:///{tmp_path}"  # a directory: SQLite cannot open it
+    else:
+        dead = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens on port 1
+    live = start_listener(database_url=dead)
+    answer = live.post("/create", CREATE)
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert "database unavailable" in answer.json()["message"]

@@ -1,0 +1,125 @@
+"""Work is scheduled durably (SPEC 2): Redis down at answer time, handed over once it is back."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import redis
+from rq import Queue
+
+from listener.outbox import Dispatcher, Outbox
+from tests.conftest import base_config, load_fixture, rows, run_jobs
+from tests.support.backends import RedisServer
+from tests.support.peers import RecordingServer
+from tests.support.processes import ListenerProcesses
+
+ADMIN = "admin-e2e-token"
+
+
+def asset_events(asset_id: str) -> tuple[dict, dict]:
+    create = copy.deepcopy(load_fixture("iconik", "create__asset"))
+    create["object_id"] = create["data"]["id"] = asset_id
+    proxy = copy.deepcopy(load_fixture("iconik", "proxy__closed"))
+    proxy["object_id"] = proxy["data"]["asset_id"] = asset_id
+    return create, proxy
+
+
+@pytest.fixture
+def iconik_api():
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_redis():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+def config_for(iconik_api: RecordingServer) -> dict:
+    config = base_config()
+    config["sources"]["iconik"]["api_url"] = iconik_api.url
+    return config
+
+
+def test_request_path_hands_over_after_commit(start_listener, iconik_api):
+    live = start_listener(config_for(iconik_api))
+    create, proxy = asset_events("asset-1")
+    live.post("/create", create)
+    live.post("/proxy", proxy)
+    [action] = rows(live.runtime, "actions")
+    queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
+    assert queue.job_ids == [f"action-{action['id']}-0"]
+    run_jobs(live.runtime)
+    assert iconik_api.paths() == ["/API/transcode/v1/analyze/assets/asset-1/"]
+    [action] = rows(live.runtime, "actions")
+    assert (action["status"], action["attempts"]) == ("done", 1)
+
+
+def test_redis_down_then_back_hands_every_action_over_once(start_listener, iconik_api, own_redis):
+    live = start_listener(config_for(iconik_api), redis_url=own_redis.url)
+    own_redis.stop()
+    for index in range(5):
+        for event in asset_events(f"asset-{index}"):
+            answer = live.post(event["realm"] == "entity" and "/create" or "/proxy", event)
+            assert answer.status_code == 200, answer.text
+    assert [a["status"] for a in rows(live.runtime, "actions")] == ["queued"] * 5
+
+    own_redis.start()
+    connection = redis.Redis.from_url(own_redis.url)
+    dispatcher = Dispatcher(live.runtime.engine, Outbox(connection, live.runtime.settings.queue_name), grace=0)
+    assert dispatcher.run_once() == 5
+    assert dispatcher.run_once() == 0  # already handed over: not again
+    assert len(Queue(live.runtime.settings.queue_name, connection=connection).job_ids) == 5
+    run_jobs(live.runtime)
+    assert sorted(iconik_api.paths()) == [f"/API/transcode/v1/analyze/assets/asset-{i}/" for i in range(5)]
+    assert [(a["status"], a["attempts"]) for a in rows(live.runtime, "actions")] == [("done", 1)] * 5
+
+
+def test_dispatcher_leaves_fresh_actions_to_the_request_path(start_listener, iconik_api, own_redis):
+    live = start_listener(config_for(iconik_api), redis_url=own_redis.url)
+    own_redis.stop()
+    for event in asset_events("asset-x"):
+        live.post(event["realm"] == "entity" and "/create" or "/proxy", event)
+    own_redis.start()
+    dispatcher = Dispatcher(live.runtime.engine, Outbox(redis.Redis.from_url(own_redis.url), "listener-test"),
+                            grace=3600)
+    assert dispatcher.run_once() == 0
+
+
+def test_processes_redis_down_every_200_gets_its_work_once(tmp_path, database_url, iconik_api, own_redis, clean):
+    """The Procfile's web and worker as processes; Redis stopped while events arrive, then started."""
+    processes = ListenerProcesses(tmp_path, database_url, own_redis.url, config_for(iconik_api), ADMIN,
+                                  mode="procfile").start()
+    try:
+        own_redis.stop()
+        acknowledged = 0
+        for index in range(10):
+            for event in asset_events(f"asset-{index}"):
+                path = "/create" if event["realm"] == "entity" else "/proxy"
+                answer = processes_post(processes, path, event)
+                assert answer.status_code == 200, answer.text
+                acknowledged += 1
+        assert acknowledged == 20
+        assert iconik_api.paths() == []
+        own_redis.start()
+        processes.wait_for(lambda: len(iconik_api.paths()) >= 10, timeout=30)
+        done = processes.wait_for(lambda: all_done(processes, 10), timeout=15)
+        assert sorted(iconik_api.paths()) == sorted(f"/API/transcode/v1/analyze/assets/asset-{i}/" for i in range(10))
+        assert {(a["status"], a["attempts"]) for a in done} == {("done", 1)}
+    finally:
+        processes.stop()
+
+
+def processes_post(processes: ListenerProcesses, path: str, body: dict):
+    import requests
+
+    return requests.post(processes.url + path, json=body, timeout=10,
+                         headers={"Authorization": "Bearer iconik-hook-secret"})
+
+
+def all_done(processes: ListenerProcesses, count: int) -> list[dict] | None:
+    actions = processes.admin("/api/actions?kind=analyze")["items"]
+    return actions if len(actions) == count and all(a["status"] == "done" for a in actions) else None
