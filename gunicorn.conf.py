@@ -4,6 +4,8 @@ Override any of them with environment variables where noted.
 """
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Sync workers: a webhook is one short transaction; processes, not threads, use both cores.
@@ -20,3 +22,20 @@ limit_request_field_size = 8190
 # The path without its query string: a ?token= must never reach the access log.
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "1") != "0" else None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
+# Metrics from every worker process, summed on /metrics (prometheus-client multiprocess mode).
+# Set here, before the workers fork and import the app.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                      os.path.join(tempfile.gettempdir(), f"listener-metrics-{os.getpid()}"))
+
+
+def on_starting(server):  # noqa: ANN001, ARG001 - gunicorn hook
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(directory, ignore_errors=True)  # counts from an earlier run must not leak in
+    os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):  # noqa: ANN001, ARG001 - gunicorn hook
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

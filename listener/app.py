@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from listener.admin import register_admin
 from listener.health import health
 from listener.logs import configure_logging
+from listener.metrics import metrics
 from listener.outbox import Outbox
 from listener.runtime import Runtime
 from listener.store import EventStore
@@ -50,5 +51,6 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     register_webhooks(api, runtime.sources)
     register_admin(api)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
     logging.getLogger("listener").info("listener.app.ready sources=%s", ",".join(runtime.sources))
     return app

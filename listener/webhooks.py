@@ -8,6 +8,7 @@ transaction (503 if the database cannot take it), then 200.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,12 +21,15 @@ from handlers.base import Rejected, WebhookRequest
 from listener.auth import Forbidden, Unauthorized, check_address, check_token, presented_token
 from listener.body import BadBody, TooLarge, clean_fields, parse_json_object, read_limited
 from listener.db import is_unavailable
+from listener.metrics import EVENTS, REQUEST_SECONDS
 from listener.sources import Source
 from listener.store import Delivery, EventStore, Recorded
 
 log = logging.getLogger("listener")
 
 RETRY_AFTER_SECONDS = 5
+# Metric labels for the answers that are not a 200.
+_ERROR_NAMES = {400: "rejected", 401: "unauthorized", 403: "forbidden", 413: "too_large", 503: "unavailable"}
 
 
 def error(status: int, message: str, **headers: str) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -44,6 +48,14 @@ class WebhookResource(Resource):
         return self._receive()
 
     def _receive(self):  # noqa: ANN202
+        started = time.perf_counter()
+        answer = self._answer_call()
+        status = answer.get("status", "error") if isinstance(answer, dict) else _ERROR_NAMES.get(answer[1], "error")
+        EVENTS.labels(self.source.name, status).inc()
+        REQUEST_SECONDS.labels(self.source.name).observe(time.perf_counter() - started)
+        return answer
+
+    def _answer_call(self):  # noqa: ANN202
         source = self.source
         try:
             check_address(source.allow_ips, request.remote_addr)
