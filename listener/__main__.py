@@ -16,6 +16,29 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
     commands.add_parser("migrate", help="apply database migrations (the Procfile's release)")
     commands.add_parser("check-config", help="validate the config and print it with secrets masked")
+    for what, filters in (("items", ("source", "state", "key")), ("actions", ("source", "kind", "status")),
+                          ("events", ("source", "status", "endpoint"))):
+        lister = commands.add_parser(what, help=f"list {what}, newest first")
+        for name in filters:
+            lister.add_argument(f"--{name}")
+        lister.add_argument("--limit", type=int, default=50)
+        lister.add_argument("--before", type=int, help="page: only ids below this one")
+        lister.add_argument("--json", action="store_true", help="the admin API's JSON instead of a table")
+        lister.add_argument("--url", help="a running listener (default: this machine's database and Redis)")
+    retry = commands.add_parser("retry", help="retry a failed action")
+    retry.add_argument("id", type=int)
+    replay = commands.add_parser("replay", help="run a recorded event through its handler again")
+    replay.add_argument("id", type=int)
+    for command in (retry, replay):
+        command.add_argument("--url", help="a running listener (default: this machine's database and Redis)")
+    send = commands.add_parser("send-fixture", help="post a sample payload to a running listener")
+    send.add_argument("source")
+    send.add_argument("name", help="a file name under tests/fixtures/<source>/, without .json")
+    send.add_argument("--url", help="the listener (default http://127.0.0.1:$PORT)")
+    watch = commands.add_parser("watch", help="live transfers with progress bars")
+    watch.add_argument("--url", help="a running listener (default: this machine's database and Redis)")
+    watch.add_argument("--interval", type=float, default=1.0)
+    watch.add_argument("--once", action="store_true", help="print once and stop")
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -34,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.database_url)
         return 0
 
+    if args.command in ("items", "actions", "events", "retry", "replay", "watch", "send-fixture"):
+        return _operator_command(args, settings, config)
+
     from listener.logs import configure_logging
 
     configure_logging(settings)
@@ -46,6 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     from listener.supervisor import run_all
 
     return run_all(settings)
+
+
+def _operator_command(args: argparse.Namespace, settings: Settings, config) -> int:  # noqa: ANN001
+    from listener import cli
+
+    if args.command == "send-fixture":
+        return cli.send_fixture(settings, config, args.source, args.name, args.url, sys.stdout)
+    client = cli.AdminClient(settings, config, args.url)
+    if args.command == "retry":
+        return cli.post_command(client, f"/api/actions/{args.id}/retry", sys.stdout)
+    if args.command == "replay":
+        return cli.post_command(client, f"/api/events/{args.id}/replay", sys.stdout)
+    if args.command == "watch":
+        return cli.watch(client, sys.stdout, interval=args.interval, rounds=1 if args.once else None)
+    filters = {name: getattr(args, name, None) for name in ("source", "state", "key", "kind", "status", "endpoint")}
+    filters |= {"limit": args.limit, "before": args.before}
+    return cli.list_command(client, args.command, filters, args.json, sys.stdout)
 
 
 if __name__ == "__main__":
