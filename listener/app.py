@@ -13,6 +13,7 @@ from listener.admin import register_admin
 from listener.health import health
 from listener.logs import configure_logging
 from listener.metrics import metrics
+from listener.openapi import openapi
 from listener.outbox import Outbox
 from listener.runtime import Runtime
 from listener.store import EventStore
@@ -52,5 +53,6 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     register_admin(api)
     app.register_blueprint(health)
     app.register_blueprint(metrics)
+    app.register_blueprint(openapi)
     logging.getLogger("listener").info("listener.app.ready sources=%s", ",".join(runtime.sources))
     return app
