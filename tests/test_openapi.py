@@ -27,7 +27,8 @@ def check(value: Any, schema: dict[str, Any], document: dict[str, Any], where: s
         assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        allowed = tuple(t for name in types for t in (TYPES[name] if isinstance(TYPES[name], tuple) else (TYPES[name],)))
+        allowed = tuple(t for name in types
+                        for t in (TYPES[name] if isinstance(TYPES[name], tuple) else (TYPES[name],)))
         assert isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed), \
             f"{where}: {value!r} is not {types}"
     if isinstance(value, dict):
