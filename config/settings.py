@@ -28,6 +28,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     queue_name: str = "listener"
+    worker_processes: int = 1  # worker processes of `run` and of `worker` (the pool)
     proxy_hops: int = 0  # how many proxies in front set X-Forwarded-For (a PaaS router: 1)
     # Everything the YAML file may refer to as ${NAME}.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -51,6 +52,7 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             queue_name=env.get("LISTENER_QUEUE") or "listener",
             proxy_hops=int(env.get("LISTENER_PROXY_HOPS") or 0),
+            worker_processes=max(1, int(env.get("WORKER_PROCESSES") or 1)),
             environ=env,
         )
 

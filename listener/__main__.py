@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="web server, worker and (without REDIS_URL) an embedded Redis, in the foreground")
     worker = commands.add_parser("worker", help="an RQ worker with the scheduler and the outbox dispatcher")
     worker.add_argument("--burst", action="store_true", help="stop once the queue is empty")
+    worker.add_argument("--processes", type=int, help="worker processes on this machine (default $WORKER_PROCESSES"
+                        " or 1); more than one runs a pool that restarts a worker that dies")
     commands.add_parser("migrate", help="apply database migrations (the Procfile's release)")
     commands.add_parser("check-config", help="validate the config and print it with secrets masked")
     for what, filters in (("items", ("source", "state", "key")), ("actions", ("source", "kind", "status")),
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     from listener.logs import configure_logging
 
     configure_logging(settings)
+    if args.command == "worker" and (args.processes or settings.worker_processes) > 1 and not args.burst:
+        from listener.supervisor import run_pool
+
+        return run_pool(settings, args.processes or settings.worker_processes)
     if args.command == "worker":
         from listener.runtime import Runtime
         from listener.worker import run_worker

@@ -21,7 +21,7 @@ class JsonFormatter(logging.Formatter):
         # "listener.<source>.<what> k=v k=v": the key and its fields, for log search.
         head, _, rest = message.partition(" ")
         if head.startswith("listener."):
-            entry["key"] = head
+            entry["log_key"] = head
             for pair in rest.split(" "):
                 name, sep, value = pair.partition("=")
                 if sep and name.isidentifier():
@@ -35,11 +35,17 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if getattr(root, "_listener_configured", False):
         return
-    handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter: logging.Formatter = JsonFormatter()
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(process)d %(message)s"))
-    root.addHandler(handler)
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(process)d %(message)s")
+    if root.handlers:
+        # Someone configured logging first (gunicorn's logconfig_dict): same handlers, our format.
+        for handler in root.handlers:
+            handler.setFormatter(formatter)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
     root.setLevel(settings.log_level)
     root._listener_configured = True  # type: ignore[attr-defined]
