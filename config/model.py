@@ -27,6 +27,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RateLimit(_Strict):
+    calls: int = Field(gt=0)
+    per_seconds: float = Field(default=1.0, gt=0)
+
+
 class SourceConfig(BaseModel):
     """One platform calling us. Keys not listed here are the handler's own options."""
 
@@ -40,6 +45,7 @@ class SourceConfig(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
     allow_private_hosts: bool = False
     max_body_bytes: int = Field(default=ONE_MIB, gt=0)
+    rate_limit: RateLimit | None = None  # calls per window, over all web processes; 429 beyond
 
     _check_retry = field_validator("retry")(_check_retry)
 
@@ -59,7 +65,11 @@ class FtpServer(_Strict):
     port: int = Field(default=21, gt=0, lt=65536)
     username: str = "anonymous"
     password: str = ""
-    tls: bool = False
+    tls: bool = False  # explicit FTPS (AUTH TLS), data channel protected too
+    # With tls: check the server's certificate against the system CAs, or against ca_file
+    # (a private CA or a self-signed certificate). verify_tls: false skips the check.
+    verify_tls: bool = True
+    ca_file: Path | None = None
     passive: bool = True
     max_connections: int = Field(default=2, ge=1)
     timeout: float = Field(default=30.0, gt=0)

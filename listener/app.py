@@ -15,7 +15,9 @@ from listener.logs import configure_logging
 from listener.metrics import metrics
 from listener.openapi import openapi
 from listener.outbox import Outbox
+from listener.ratelimit import RateLimiter
 from listener.runtime import Runtime
+from listener.status_page import status_page
 from listener.store import EventStore
 from listener.webhooks import register_webhooks
 
@@ -46,7 +48,9 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.extensions["listener.runtime"] = runtime
     app.extensions["listener.engine"] = runtime.engine
     app.extensions["listener.store"] = EventStore(runtime.engine)
-    app.extensions["listener.outbox"] = Outbox(runtime.redis(fast_fail=True), runtime.settings.queue_name)
+    fast_redis = runtime.redis(fast_fail=True)
+    app.extensions["listener.outbox"] = Outbox(fast_redis, runtime.settings.queue_name)
+    app.extensions["listener.rate_limiter"] = RateLimiter(fast_redis)
 
     api = JsonApi(app, catch_all_404s=True)
     register_webhooks(api, runtime.sources)
@@ -54,5 +58,6 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(openapi)
+    app.register_blueprint(status_page)
     logging.getLogger("listener").info("listener.app.ready sources=%s", ",".join(runtime.sources))
     return app

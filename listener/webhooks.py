@@ -1,9 +1,9 @@
 """The webhook endpoints: one flask-restful resource per handler endpoint.
 
 Checks run in a fixed order, each with its own answer and log key
-(``listener.<source>.<what>``): allowed address (403), token (401), body
-size (413), body (400), handler (400 or 200 ignored), then one database
-transaction (503 if the database cannot take it), then 200.
+(``listener.<source>.<what>``): allowed address (403), token (401), rate
+limit (429), body size (413), body (400), handler (400 or 200 ignored), then
+one database transaction (503 if the database cannot take it), then 200.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ log = logging.getLogger("listener")
 
 RETRY_AFTER_SECONDS = 5
 # Metric labels for the answers that are not a 200.
-_ERROR_NAMES = {400: "rejected", 401: "unauthorized", 403: "forbidden", 413: "too_large", 503: "unavailable"}
+_ERROR_NAMES = {400: "rejected", 401: "unauthorized", 403: "forbidden", 413: "too_large", 429: "rate_limited",
+                503: "unavailable"}
 
 
 def error(status: int, message: str, **headers: str) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -67,6 +68,15 @@ class WebhookResource(Resource):
             log.warning("listener.%s.unauthorized endpoint=%s addr=%s reason=%s",
                         source.name, self.endpoint, request.remote_addr, refusal)
             return error(401, str(refusal))
+
+        rate = source.config.rate_limit
+        if rate is not None:
+            wait = current_app.extensions["listener.rate_limiter"].retry_after(source.name, rate.calls,
+                                                                                rate.per_seconds)
+            if wait is not None:
+                log.warning("listener.%s.rate_limited endpoint=%s", source.name, self.endpoint)
+                return error(429, f"rate limit of {rate.calls} calls per {rate.per_seconds:g} s exceeded",
+                             **{"Retry-After": str(wait)})
 
         limit = source.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:

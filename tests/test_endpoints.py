@@ -201,3 +201,28 @@ def test_database_down_is_503_with_retry_after(start_listener, database_url, tmp
     assert answer.status_code == 503
     assert answer.headers["Retry-After"] == "5"
     assert "database unavailable" in answer.json()["message"]
+
+
+# --- rate limit -----------------------------------------------------------------------------
+
+def test_rate_limit_answers_429_with_retry_after(start_listener):
+    config = base_config()
+    config["sources"]["screen9"]["rate_limit"] = {"calls": 3, "per_seconds": 60}
+    live = start_listener(config)
+    params = {"status": "success", "token": TOKENS["screen9"]}
+    answers = [live.get("/screen9", params=params | {"mediaid": f"m{n}"}) for n in range(5)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert 1 <= int(answers[3].headers["Retry-After"]) <= 60
+    assert "rate limit of 3 calls per 60 s" in answers[3].json()["message"]
+    assert len(rows(live.runtime, "items")) == 3
+    # another source has its own allowance, and strangers do not use up this one
+    assert live.post("/create", CREATE).status_code == 200
+    assert live.get("/screen9", params={"mediaid": "x", "token": "wrong"}).status_code == 401
+
+
+def test_rate_limit_is_not_enforced_when_redis_is_down(start_listener):
+    config = base_config()
+    config["sources"]["iconik"]["rate_limit"] = {"calls": 1}
+    live = start_listener(config, redis_url="redis://127.0.0.1:1/0")
+    assert [live.post("/create", CREATE).status_code for _ in range(3)] == [200, 200, 200]
+

@@ -97,3 +97,22 @@ def test_json_log_lines_for_events_and_action_attempts(tmp_path, database_url, r
     assert done["action"].isdigit()
     access = [entry for entry in lines if entry["logger"] == "gunicorn.access"]
     assert access and all("token" not in entry["message"] for entry in access)
+
+
+def test_gunicorn_refuses_oversized_headers_before_the_app(tmp_path, database_url, redis_url, clean):
+    processes = ListenerProcesses(tmp_path, database_url, redis_url, base_config(), "admin-x",
+                                  mode="procfile").start()
+    try:
+        headers = {"Authorization": f"Bearer {TOKENS['iconik']}"}
+        big = requests.post(processes.url + "/create", json=load_fixture("iconik", "create__asset"),
+                            headers=headers | {"X-Padding": "x" * 20000}, timeout=10)
+        assert big.status_code == 431  # Request Header Fields Too Large
+        many = requests.post(processes.url + "/create", json=load_fixture("iconik", "create__asset"),
+                             headers=headers | {f"X-H{n}": "1" for n in range(150)}, timeout=10)
+        assert many.status_code == 431  # Request Header Fields Too Large
+        assert processes.admin("/api/events")["items"] == []
+        ok = requests.post(processes.url + "/create", json=load_fixture("iconik", "create__asset"), headers=headers,
+                           timeout=10)
+        assert ok.status_code == 200
+    finally:
+        processes.stop()
