@@ -28,6 +28,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     queue_name: str = "listener"
+    heartbeat_seconds: float = 10.0  # a running job refreshes its action this often; 3 missed: abandoned
     worker_processes: int = 1  # worker processes of `run` and of `worker` (the pool)
     proxy_hops: int = 0  # how many proxies in front set X-Forwarded-For (a PaaS router: 1)
     # Everything the YAML file may refer to as ${NAME}.
@@ -53,6 +54,7 @@ class Settings:
             queue_name=env.get("LISTENER_QUEUE") or "listener",
             proxy_hops=int(env.get("LISTENER_PROXY_HOPS") or 0),
             worker_processes=max(1, int(env.get("WORKER_PROCESSES") or 1)),
+            heartbeat_seconds=float(env.get("LISTENER_HEARTBEAT_SECONDS") or 10.0),
             environ=env,
         )
 

@@ -23,6 +23,7 @@ import redis
 from rq import Queue
 from sqlalchemy import Engine, select
 
+from config import ListenerConfig
 from listener.db import as_utc
 from listener.models import actions
 
@@ -100,8 +101,11 @@ class Dispatcher:
     """Hands over queued actions that have no RQ job; one active per Redis, by lease."""
 
     def __init__(self, engine: Engine, outbox: Outbox, *, interval: float = 1.0, grace: float = 2.0,
-                 batch: int = 500, clock: Callable[[], datetime] | None = None) -> None:
+                 batch: int = 500, clock: Callable[[], datetime] | None = None,
+                 config: ListenerConfig | None = None, stale_after: float = 30.0) -> None:
         self.engine = engine
+        self.config = config  # with it, actions abandoned by a dead worker are put back too
+        self.stale_after = stale_after
         self.outbox = outbox
         self.interval = interval
         self.grace = grace  # leave the request path time for its own hand-over
@@ -112,6 +116,16 @@ class Dispatcher:
 
     def run_once(self) -> int:
         """One sweep; returns how many actions it handed over."""
+        handed_over = 0
+        if self.config is not None:
+            from listener.reaper import reap_abandoned
+
+            abandoned = reap_abandoned(self.engine, self.config, self.clock(), self.stale_after)
+            if abandoned and self.outbox.hand_over(abandoned):
+                handed_over += len(abandoned)
+        return handed_over + self._hand_over_queued()
+
+    def _hand_over_queued(self) -> int:
         cutoff = self.clock() - timedelta(seconds=self.grace)
         query = (
             select(actions.c.id, actions.c.attempts, actions.c.not_before)

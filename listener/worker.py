@@ -16,8 +16,8 @@ def run_worker(runtime: Runtime, *, burst: bool = False, dispatcher_interval: fl
     configure_logging(runtime.settings)
     install(runtime)
     connection = runtime.redis()
-    stop = Dispatcher(runtime.engine, Outbox(connection, runtime.settings.queue_name),
-                      interval=dispatcher_interval).start()
+    stop = Dispatcher(runtime.engine, Outbox(connection, runtime.settings.queue_name), interval=dispatcher_interval,
+                      config=runtime.config, stale_after=3 * runtime.settings.heartbeat_seconds).start()
     queue = Queue(runtime.settings.queue_name, connection=connection)
     worker = Worker([queue], connection=connection)
     log.info("listener.worker.start queue=%s redis=%s", queue.name, _redacted(runtime.settings.effective_redis_url))
