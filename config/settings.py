@@ -17,6 +17,17 @@ def _normalise_database_url(url: str) -> str:
     return url
 
 
+def sqlite_pragmas(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """SQLite tuning from the environment: durability level and how long a writer waits for the lock."""
+    env = os.environ if environ is None else environ
+    return {
+        # NORMAL in WAL mode: a commit survives the process dying (what a 200 promises);
+        # only an OS crash or power cut can lose the last commits. FULL survives those too.
+        "synchronous": (env.get("SQLITE_SYNCHRONOUS") or "NORMAL").upper(),
+        "busy_timeout": str(int(env.get("SQLITE_BUSY_TIMEOUT_MS") or 10000)),
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path = PROJECT_ROOT / "var"

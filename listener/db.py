@@ -8,6 +8,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from config.settings import sqlite_pragmas
+
 _engines: dict[tuple[int, str], Engine] = {}
 
 
@@ -31,7 +33,9 @@ def _sqlite_engine(url: str) -> Engine:
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+    pragmas = sqlite_pragmas()
+    engine = create_engine(url, connect_args={"timeout": int(pragmas["busy_timeout"]) / 1000,
+                                              "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # noqa: ANN001
@@ -39,11 +43,10 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives the process dying (what a 200 promises);
-        # only an OS crash or power cut can lose the last commits. FULL is one env var away.
-        cursor.execute(f"PRAGMA synchronous={os.environ.get('SQLITE_SYNCHRONOUS', 'NORMAL')}")
+        if pragmas["synchronous"] in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            cursor.execute(f"PRAGMA synchronous={pragmas['synchronous']}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(pragmas['busy_timeout'])}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -91,7 +91,7 @@ class WorkCollector(Collector):
 
 def _registry() -> CollectorRegistry:
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus-client's own switch, read by it at import
         from prometheus_client import multiprocess
 
         multiprocess.MultiProcessCollector(registry)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,7 @@ class RecordingServer:
     default: tuple[int, dict[str, Any]] = (201, {"status": "ok"})
     responses: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
+    delay: float = 0.0  # seconds to wait before answering, to keep a job running
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -39,6 +41,7 @@ class RecordingServer:
                 with recorder._lock:
                     recorder.requests.append(Recorded("POST", self.path, dict(self.headers), body))
                     status, answer = recorder.responses.pop(0) if recorder.responses else recorder.default
+                time.sleep(recorder.delay)  # recorded first: a test can see the request has started
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
