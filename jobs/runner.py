@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
 from jobs.context import ActionContext
-from jobs.errors import ActionError, ActionFailed, PermanentError
+from jobs.errors import ActionError, ActionFailed, PermanentError, Postpone
 from listener.models import actions, items
 from listener.outbox import Outbox, Pending
+from listener.outbox import job_id as rq_job_id
 from listener.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ def run_action(action_id: int) -> str:
              action_id, action["kind"], item["source"], item["key"], action["attempts"])
     try:
         module.run(context)
+    except Postpone as wait:
+        postpone(runtime, action, item, wait)
+        return "postponed"
     except ActionError as error:
         outcome = record_failure(runtime, action, item, error)
         raise ActionFailed(f"action {action_id} attempt {action['attempts']}: {error} ({outcome})") from error
@@ -96,3 +101,30 @@ def record_failure(runtime: Runtime, action: dict[str, Any], item: dict[str, Any
     log.warning("listener.action.retry action=%s kind=%s key=%s attempt=%s in=%ss error=%s",
                 action["id"], action["kind"], item["key"], attempts, delay, message)
     return f"retry in {delay:g}s"
+
+
+@dataclass(frozen=True)
+class _Later(Pending):
+    """A postponed run: its own RQ job id, since ``action-<id>-<attempts>`` is the job running now."""
+
+    tag: str = ""
+
+    @property
+    def job_id(self) -> str:
+        return f"{rq_job_id(self.action_id, self.attempts)}-later-{self.tag}"
+
+
+def postpone(runtime: Runtime, action: dict[str, Any], item: dict[str, Any], wait: Postpone) -> None:
+    """Put the action back as ``queued`` without counting the attempt, and schedule it ``wait.delay`` from now."""
+    now = datetime.now(UTC)
+    attempts = action["attempts"] - 1  # undo the claim's count: nothing was tried
+    not_before = now + timedelta(seconds=wait.delay)
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            update(actions).where(actions.c.id == action["id"], actions.c.status == "running")
+            .values(status="queued", attempts=attempts, not_before=not_before, updated_at=now)
+        )
+    later = _Later(action["id"], attempts, not_before, tag=str(int(now.timestamp() * 1000)))
+    Outbox(runtime.redis(), runtime.settings.queue_name).hand_over([later])
+    log.info("listener.action.postponed action=%s kind=%s key=%s in=%.1fs reason=%s",
+             action["id"], action["kind"], item["key"], wait.delay, wait)

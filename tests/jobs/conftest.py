@@ -12,6 +12,7 @@ from rq import Queue, SimpleWorker
 from listener.runtime import Runtime
 from tests.conftest import load_fixture, rows
 from tests.support.files import FileServer
+from tests.support.ftp import TestFtpServer, make_test_certificate
 from tests.support.peers import RecordingServer
 
 
@@ -49,6 +50,25 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     server = FileServer(tmp_path / "served")
     yield server
     server.close()
+
+
+@pytest.fixture
+def ftp_server(tmp_path: Path) -> Iterator[Callable[..., TestFtpServer]]:
+    started: list[TestFtpServer] = []
+
+    def start(name: str = "ftp", **options: Any) -> TestFtpServer:
+        server = TestFtpServer(tmp_path / f"{name}-root", **options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_test_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

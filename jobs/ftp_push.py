@@ -1,0 +1,156 @@
+"""Push a downloaded file to a workflow's FTP server (SPEC 4, seed 000's push-to-FTP).
+
+Watch folders on the far side must never see a partial file, so the upload
+goes to ``<name>.part`` and is renamed once its remote size matches; the
+final name's size is checked again after the rename. A later attempt of the
+same action resumes the ``.part`` with ``REST`` where the server accepts it,
+and starts over where it does not. Passive mode unless the server says
+``passive: false``; with ``tls: true``, explicit FTPS (``AUTH TLS``) with the
+data channel protected too (``PROT P``).
+
+At most ``max_connections`` pushes run at once per server, across every
+worker (``jobs.ftp_slots``); a push that finds no free slot is postponed a
+little without counting as an attempt.
+"""
+from __future__ import annotations
+
+import ftplib
+import logging
+import os
+import random
+import ssl
+from pathlib import Path
+
+from config import FtpServer
+from jobs.context import ActionContext
+from jobs.errors import ActionError, PermanentError, Postpone
+from jobs.file_names import safe_file_name
+from jobs.ftp_slots import NoSlot, ServerSlots
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 64 * 1024
+WAIT_FOR_SLOT = (1.0, 3.0)  # seconds before a postponed push tries again (random, to spread them)
+
+
+def run(context: ActionContext) -> None:
+    flow = context.config.workflow(context.action["workflow"] or "")
+    if flow is None or not flow.ftp_server or flow.ftp_server not in context.config.ftp_servers:
+        raise PermanentError(f"workflow {context.action['workflow']!r} is no longer configured with an FTP server")
+    server = context.config.ftp_servers[flow.ftp_server]
+    data = context.item["data"] or {}
+    local = Path(str(data.get("local_path") or ""))
+    if not data.get("local_path") or not local.is_file():
+        raise PermanentError(f"no downloaded file for this item ({local or 'no local_path'}); an ftp_push "
+                             "workflow acts on items once they are downloaded")
+    name = safe_file_name(str(data.get("file_name") or local.name), fallback=local.name)
+    holder = f"action-{context.action_id}-{context.action['attempts']}-{os.getpid()}"
+    slots = ServerSlots(context.runtime.redis(), flow.ftp_server, server.max_connections)
+    try:
+        with slots.hold(holder):
+            push(context, server, flow.ftp_server, local, flow.target_dir, name)
+    except NoSlot as busy:
+        raise Postpone(str(busy), random.uniform(*WAIT_FOR_SLOT)) from None
+
+
+def push(context: ActionContext, server: FtpServer, server_name: str, local: Path, target_dir: str,
+         name: str) -> None:
+    where = f"FTP server {server_name} ({server.host}:{server.port})"
+    total = local.stat().st_size
+    try:
+        ftp = connect(server)
+    except ftplib.error_perm as error:
+        if str(error).startswith("530"):
+            raise PermanentError(f"{where} refused the login: {error}") from None
+        raise ActionError(f"{where}: {error}") from None
+    except (ftplib.Error, OSError, EOFError) as error:
+        raise ActionError(f"cannot connect to {where}: {type(error).__name__}: {error}") from None
+    try:
+        _upload(context, ftp, where, local, total, target_dir, name)
+    except (ftplib.Error, OSError, EOFError) as error:
+        raise ActionError(f"{where}: {type(error).__name__}: {error}") from None
+    finally:
+        _close(ftp)
+
+
+def connect(server: FtpServer) -> ftplib.FTP:
+    """Connected and logged in; for ``tls: true`` the control and the data channel both encrypted."""
+    if server.tls:
+        ftp: ftplib.FTP = ftplib.FTP_TLS(context=_tls_context(server), timeout=server.timeout)  # noqa: S321
+    else:
+        ftp = ftplib.FTP(timeout=server.timeout)  # noqa: S321 - plain FTP is what `tls: false` asks for
+    ftp.connect(server.host, server.port)
+    ftp.login(server.username, server.password)  # FTP_TLS sends AUTH TLS first
+    if isinstance(ftp, ftplib.FTP_TLS):
+        ftp.prot_p()
+    ftp.set_pasv(server.passive)
+    return ftp
+
+
+def _tls_context(server: FtpServer) -> ssl.SSLContext:
+    if not server.verify_tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=str(server.ca_file) if server.ca_file else None)
+
+
+def _upload(context: ActionContext, ftp: ftplib.FTP, where: str, local: Path, total: int, target_dir: str,
+            name: str) -> None:
+    part = f"{name}.part"
+    try:
+        ftp.cwd(target_dir)
+    except ftplib.error_perm as error:
+        raise ActionError(f"{where}: cannot change to target_dir {target_dir}: {error}") from None
+    ftp.voidcmd("TYPE I")  # SIZE answers in binary mode only on many servers
+    # Resume only our own earlier attempt: a .part left by someone else is overwritten.
+    offset = _resume_offset(ftp, part, total) if context.action["attempts"] > 1 else 0
+    if offset < total or total == 0:
+        sent = offset
+        context.progress(sent, total, force=True, resumed_from=offset)
+
+        def count(block: bytes) -> None:
+            nonlocal sent
+            sent += len(block)
+            context.progress(sent, total, resumed_from=offset)
+
+        with open(local, "rb") as file:
+            file.seek(offset)
+            ftp.storbinary(f"STOR {part}", file, BLOCK_BYTES, count, rest=offset or None)
+    remote = _size(ftp, part)
+    if remote != total:
+        raise ActionError(f"{where}: {part} is {remote} bytes after the upload, not {total}")
+    ftp.rename(part, name)
+    remote = _size(ftp, name)
+    if remote != total:
+        raise ActionError(f"{where}: {name} is {remote} bytes after the rename, not {total}")
+    context.progress(total, total, force=True, resumed_from=offset)
+    log.info("listener.ftp_push.done action=%s server=%s path=%s/%s bytes=%s resumed_from=%s",
+             context.action_id, where, target_dir.rstrip("/"), name, total, offset)
+
+
+def _resume_offset(ftp: ftplib.FTP, part: str, total: int) -> int:
+    """How much of ``part`` the server already has and lets us append to (REST); 0 to start over."""
+    have = _size(ftp, part)
+    if not have or have > total:
+        return 0
+    try:
+        answer = ftp.sendcmd(f"REST {have}")
+    except ftplib.Error:
+        return 0  # no REST: upload it all again
+    return have if answer.startswith("350") else 0
+
+
+def _size(ftp: ftplib.FTP, path: str) -> int | None:
+    try:
+        return ftp.size(path)
+    except ftplib.error_perm:
+        return None
+
+
+def _close(ftp: ftplib.FTP) -> None:
+    try:
+        ftp.quit()
+    except (ftplib.Error, OSError, EOFError):
+        ftp.close()
