@@ -77,8 +77,9 @@ class ListenerProcesses:
             time.sleep(0.1)
         raise RuntimeError(f"the listener did not start:\n{self.logs()}")
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+    def logs(self, tail: int | None = 4000) -> str:
+        """What the processes printed: the last ``tail`` characters of each log, or all of it."""
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-tail if tail else 0:]}"
                          for path in sorted(self.dir.glob("*.log")))
 
     def admin(self, path: str) -> Any:
