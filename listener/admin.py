@@ -135,3 +135,7 @@ def register_admin(api: Api) -> None:
     api.add_resource(ItemList, "/api/items")
     api.add_resource(ItemDetail, "/api/items/<int:item_id>")
     api.add_resource(ActionList, "/api/actions")
+
+    from listener.admin_actions import register_admin_actions  # it builds on AdminResource, above
+
+    register_admin_actions(api)

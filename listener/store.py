@@ -47,17 +47,21 @@ class EventStore:
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
 
-    def record(self, delivery: Delivery, outcome: Event | Ignored) -> Recorded:
+    def record(self, delivery: Delivery, outcome: Event | Ignored, *, replay_of: int | None = None) -> Recorded:
+        """Record one delivery. ``replay_of``: an admin's replay of that event, past the duplicate check
+        (its actions still exist at most once per ``once`` key, so done work does not run again)."""
         with self.engine.begin() as conn:
             if isinstance(outcome, Ignored):
-                event_id = self._log(conn, delivery, status="ignored", reason=outcome.reason)
-                return Recorded("ignored", event_id, reason=outcome.reason)
-            return self._record_event(conn, delivery, outcome)
+                reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
+                event_id = self._log(conn, delivery, status="ignored", reason=reason)
+                return Recorded("ignored", event_id, reason=reason)
+            return self._record_event(conn, delivery, outcome, replay_of)
 
-    def _record_event(self, conn: Connection, delivery: Delivery, event: Event) -> Recorded:
+    def _record_event(self, conn: Connection, delivery: Delivery, event: Event,
+                      replay_of: int | None = None) -> Recorded:
         source = delivery.source
         item_id, state, data = self._lock_item(conn, source.name, event.key, delivery.received_at)
-        dedupe_key = f"{source.name}:{event.key}:{event.once}" if event.once else None
+        dedupe_key = f"{source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
         if dedupe_key:
             original = conn.execute(select(events.c.id).where(events.c.dedupe_key == dedupe_key)).scalar()
             if original is not None:
@@ -66,8 +70,9 @@ class EventStore:
                 return Recorded("duplicate", original, item_id=item_id)
 
         transition = source.handler.apply(ItemView(state, data), event, source.context)
+        reason = f"replay of event {replay_of}" if replay_of else None
         event_id = self._log(conn, delivery, status="accepted", item_id=item_id, change=event.change,
-                             dedupe_key=dedupe_key)
+                             dedupe_key=dedupe_key, reason=reason)
         conn.execute(
             update(items)
             .where(items.c.id == item_id)
@@ -77,7 +82,7 @@ class EventStore:
             source.handler, transition.entered, transition.data, source.context.workflows
         )
         action_ids = add_actions(conn, self._insert, item_id, event_id, requested, delivery.received_at)
-        return Recorded("accepted", event_id, item_id=item_id, action_ids=action_ids)
+        return Recorded("accepted", event_id, reason=reason, item_id=item_id, action_ids=action_ids)
 
     def _lock_item(self, conn: Connection, source: str, key: str, now: datetime) -> tuple[int, str | None, dict]:
         stmt = self._insert(items).values(source=source, key=key, state=None, data={}, created_at=now, updated_at=now)
