@@ -17,6 +17,7 @@ from sqlalchemy import Select, select
 
 from listener.models import actions, events, items
 from listener.serialize import action_json, event_json, item_json
+from listener.status_page import CSRF_HEADER, session_status
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -35,6 +36,11 @@ def require_admin() -> None:
     authorization = request.headers.get("Authorization", "")
     presented = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
     if not presented:
+        session = session_status(expected)  # the status page's cookie (listener/status_page.py)
+        if session == "csrf":
+            raise AdminError(403, f"a request with the status page's session needs the header {CSRF_HEADER}: 1")
+        if session == "ok":
+            return
         raise AdminError(401, "missing admin token: send Authorization: Bearer <LISTENER_ADMIN_TOKEN>")
     if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
         raise AdminError(401, "wrong admin token")
