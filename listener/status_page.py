@@ -21,13 +21,12 @@ token is given once to the login form, which sets a cookie:
 ``Authorization: Bearer <admin token>`` opens the page directly as well.
 Nothing secret is ever put on the page: not the token, not the cookie, and
 text that may carry credentials (targets, errors, reasons) is shown with
-URL passwords, query values and tokens masked (``redact``).
+URL passwords, query values and tokens masked (``listener.redact``, applied by the admin API).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -126,24 +125,6 @@ def _closed() -> Response:
 
 # --- what is shown, and how -----------------------------------------------------------------------------------
 
-_SECRET_PATTERNS = (
-    # Keep in step with REDACT in static/status.js.
-    (re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\1 …"),
-    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@", re.IGNORECASE), r"\1:…@"),
-    (re.compile(r"([?&][^=&\s#]+)=[^&\s#]+"), r"\1=…"),
-    (re.compile(r"\b(token|password|passwd|secret|api[_-]?key|auth[_-]?token|authorization)(\s*[=:]\s*)"
-                r"(?!…|bearer\b|basic\b)[^\s,;&]+", re.IGNORECASE), r"\1\2…"),
-)
-
-
-def redact(text: Any) -> str:
-    """Text as shown on the page: passwords in URLs, query values and tokens masked."""
-    value = "" if text is None else str(text)
-    for pattern, replacement in _SECRET_PATTERNS:
-        value = pattern.sub(replacement, value)
-    return value
-
-
 def show_time(iso: str | None) -> str:
     if not iso:
         return ""
@@ -205,9 +186,6 @@ def _snapshot() -> dict[str, list[dict[str, Any]]]:
 # --- routes ---------------------------------------------------------------------------------------------------
 
 
-@status_page.app_template_filter("redact")
-def _redact_filter(text: Any) -> str:
-    return redact(text)
 
 
 @status_page.app_template_filter("when")

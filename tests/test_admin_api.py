@@ -125,3 +125,20 @@ def test_readyz_reports_redis_down(start_listener):
     ready = live.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"].startswith("unavailable")
+
+
+def test_credentials_in_errors_targets_and_data_are_masked(listener):
+    from sqlalchemy import update
+
+    from listener.models import actions, items
+
+    ingest_some(listener)
+    with listener.runtime.engine.begin() as conn:
+        conn.execute(update(actions).values(status="failed", target="ftp://playout:hunter2@ftp.example.com/in",
+                                            error="550 for ftp://playout:hunter2@ftp.example.com: token=abc123"))
+        conn.execute(update(items).where(items.c.source == "scoopa").values(
+            data={"download_url": "https://s3.example.com/f.mxf?X-Amz-Signature=deadbeef&X-Amz-Expires=86400"}))
+    text = "".join(str(listener.admin(path).json()) for path in ("/api/actions", "/api/items", "/api/items/3"))
+    for secret in ("hunter2", "abc123", "deadbeef"):
+        assert secret not in text
+    assert "ftp://playout:…@ftp.example.com" in text and "X-Amz-Signature=…" in text
