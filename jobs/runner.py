@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from jobs.context import ActionContext
 from jobs.errors import ActionError, ActionFailed, PermanentError, Postpone
+from jobs.heartbeat import heartbeat
 from listener.models import actions, items
 from listener.outbox import Outbox, Pending
 from listener.outbox import job_id as rq_job_id
@@ -40,7 +41,8 @@ def run_action(action_id: int) -> str:
     log.info("listener.action.start action=%s kind=%s source=%s key=%s attempt=%s",
              action_id, action["kind"], item["source"], item["key"], action["attempts"])
     try:
-        module.run(context)
+        with heartbeat(runtime.engine, action_id, action["attempts"], runtime.settings.heartbeat_seconds):
+            module.run(context)
     except Postpone as wait:
         postpone(runtime, action, item, wait)
         return "postponed"

@@ -1,6 +1,7 @@
 """The listener as real processes: ``python -m listener run``, or the Procfile's web and worker."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,10 +104,39 @@ class ListenerProcesses:
         for process_name in [name] if name else list(self.processes):
             process = self.processes.pop(process_name)
             if process.poll() is None:
-                os.killpg(process.pid, sig) if sig == signal.SIGKILL else process.send_signal(sig)
+                if sig == signal.SIGKILL:
+                    kill_tree(process.pid)  # RQ's work horse has a session of its own
+                else:
+                    process.send_signal(sig)
             try:
                 codes[process_name] = process.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 codes[process_name] = process.wait()
         return codes
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, its_parent in parents.items() if its_parent == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything below it at once, as a machine going away would."""
+    for target in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
