@@ -52,14 +52,24 @@ def describe(context: ActionContext, flow: Workflow) -> dict[str, Any]:
             event = conn.execute(select(events).where(events.c.id == context.action["event_id"])).first()
     return {
         "workflow": flow.name,
-        "state": _acted_on(context.action, item.state),
+        "state": _acted_on(context, event, item.state),
         "item": item_json(item),
         "event": (event_json(event) | {"payload": event.payload}) if event is not None else None,
     }
 
 
-def _acted_on(action: dict[str, Any], current_state: str | None) -> str | None:
-    """The state the workflow acted on: in the action's once key (``<workflow>:<state>``), else the item's."""
+def _acted_on(context: ActionContext, event: Any, current_state: str | None) -> str | None:
+    """The state the workflow acted on, even if the item has moved on since.
+
+    It is in the action's once key (``<workflow>:<state>``); a repeatable state's
+    work (Screen9 ``updated``) has none, and is caused by the event that entered it.
+    """
+    action = context.action
     once = action.get("once_key") or ""
     prefix = f"{action.get('workflow')}:"
-    return once[len(prefix):] if once.startswith(prefix) else current_state
+    if once.startswith(prefix):
+        return once[len(prefix):]
+    handler = getattr(context.runtime.sources.get(context.item["source"]), "handler", None)
+    if event is not None and event.change in getattr(handler, "STATES", ()):
+        return event.change
+    return current_state

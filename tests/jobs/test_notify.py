@@ -57,11 +57,12 @@ def test_screen9_states_are_sent_for_the_states_listed(start_listener, recorder)
     screen9(live, "update__metadata", mediaid="hAHlHXzOLgOQI2La-hWFpg")
     settle(live.runtime)
     screen9(live, "update__metadata", mediaid="hAHlHXzOLgOQI2La-hWFpg")  # a second edit: sent again
-    settle(live.runtime)
+    # Deleted before that notify runs: it still says which state it was for.
     screen9(live, "update__deleted", mediaid="hAHlHXzOLgOQI2La-hWFpg")
     settle(live.runtime)
     bodies = [request.json() for request in sink.requests]
     assert [body["state"] for body in bodies] == ["ready", "updated", "updated", "deleted"]
+    assert [body["item"]["state"] for body in bodies] == ["ready", "updated", "deleted", "deleted"]
     assert {body["item"]["key"] for body in bodies} == {"hAHlHXzOLgOQI2La-hWFpg"}
     assert bodies[0]["item"]["data"]["title"] == "Video title"
     assert bodies[0]["event"]["payload"]["status"] == "success"
