@@ -11,7 +11,7 @@ URL and for every redirect hop, before connecting:
 - every address the host resolves to must be public, unless the source has
   ``allow_private_hosts: true``.
 
-The connection then goes to the address that was checked (the ``Host``
+The connection then goes to an address that was checked (the ``Host``
 header, TLS SNI and certificate check still use the host name), so a DNS
 answer that changes between the check and the connect (DNS rebinding) cannot
 slip a private address in. Redirects are followed here, hop by hop, never by
@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests.certs
 import urllib3
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jobs.errors import ActionError, PermanentError
@@ -54,7 +55,7 @@ class Target:
     scheme: str
     host: str
     port: int
-    address: str  # the checked address we connect to
+    addresses: tuple[str, ...]  # the checked addresses, tried in turn
     path: str  # path and query, as sent in the request line
 
 
@@ -69,16 +70,13 @@ def is_public(address: str) -> bool:
 def redact(url: str) -> str:
     """A URL for messages: scheme, host and path, never the query (signed links carry credentials)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if _safe_port(parts) else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" + ("?…" if parts.query else "")
-
-
-def _safe_port(parts: object) -> int | None:
     try:
-        return parts.port  # type: ignore[attr-defined]
+        port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        return None
+        port = ""
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}" + ("?..." if parts.query else "")
 
 
 def check(url: str, policy: Policy) -> Target:
@@ -114,7 +112,7 @@ def check(url: str, policy: Policy) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0], path=path)
+    return Target(url=url, scheme=scheme, host=host, port=port, addresses=tuple(addresses), path=path)
 
 
 class Fetched:
@@ -160,6 +158,17 @@ def fetch(url: str, policy: Policy, *, headers: Mapping[str, str] | None = None,
 
 
 def _get(target: Target, headers: Mapping[str, str], timeout: tuple[float, float]) -> Fetched:
+    """GET from the first of the checked addresses that takes the connection."""
+    error: Exception | None = None
+    for address in target.addresses:
+        try:
+            return _get_from(address, target, headers, timeout)
+        except (NewConnectionError, ConnectTimeoutError) as failed:  # not reachable there: the next address
+            error = failed
+    raise ActionError(f"cannot connect to {target.host}:{target.port}: {error}") from None
+
+
+def _get_from(address: str, target: Target, headers: Mapping[str, str], timeout: tuple[float, float]) -> Fetched:
     default_port = 443 if target.scheme == "https" else 80
     host_header = f"[{target.host}]" if ":" in target.host else target.host
     if target.port != default_port:
@@ -167,14 +176,17 @@ def _get(target: Target, headers: Mapping[str, str], timeout: tuple[float, float
     pool_options = dict(timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]), retries=False, maxsize=1)
     if target.scheme == "https":
         pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            target.address, target.port, cert_reqs="CERT_REQUIRED", ca_certs=CA_BUNDLE,
+            address, target.port, cert_reqs="CERT_REQUIRED", ca_certs=CA_BUNDLE,
             server_hostname=target.host, assert_hostname=target.host, **pool_options)
     else:
-        pool = urllib3.HTTPConnectionPool(target.address, target.port, **pool_options)
+        pool = urllib3.HTTPConnectionPool(address, target.port, **pool_options)
     request_headers = {"Host": host_header, "User-Agent": "listener", "Accept-Encoding": "identity", **headers}
     try:
         response = pool.urlopen("GET", target.path, headers=request_headers, redirect=False,
                                 preload_content=False, assert_same_host=False)
+    except (NewConnectionError, ConnectTimeoutError):
+        pool.close()
+        raise
     except (Urllib3Error, OSError) as error:
         pool.close()
         raise ActionError(f"cannot fetch {redact(target.url)}: {type(error).__name__}: {error}") from None

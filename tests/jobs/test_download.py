@@ -12,7 +12,7 @@ from jobs.file_names import safe_file_name
 from listener.models import items
 from tests.conftest import base_config, rows
 from tests.jobs.conftest import scoopa_file, settle
-from tests.support.files import make_file, make_large_file
+from tests.support.files import FileServer, make_file, make_large_file
 
 
 def scoopa_config(tmp_path: Path, **scoopa: object) -> dict:
@@ -172,7 +172,7 @@ def test_hostile_file_name_stays_inside_the_download_dir(start_listener, file_se
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "169.254.169.254", "10.1.2.3", "[::1]", "0.0.0.0"])
 def test_private_addresses_are_refused_before_connecting(start_listener, file_server, tmp_path, host):
-    port = file_server.server.server_address[1]
+    port = file_server.port
     live = start_listener(scoopa_config(tmp_path, allow_private_hosts=False))
     live.post("/scoopa", scoopa_file(11, "x.mov", 10, f"http://{host}:{port}/ranged/x.mov"))
     [action] = settle(live.runtime)
@@ -199,7 +199,7 @@ def test_redirect_to_a_private_address_is_refused(start_listener, file_server, t
 
 def test_allowed_hosts_are_checked_on_every_redirect(start_listener, file_server, tmp_path):
     make_file(file_server.root / "y.mov", 10)
-    port = file_server.server.server_address[1]
+    port = file_server.port
     live = start_listener(scoopa_config(tmp_path, allowed_hosts=["127.0.0.*"]))
     url = f"{file_server.base}/redirect/x?to=http://localhost:{port}/ranged/y.mov"
     live.post("/scoopa", scoopa_file(13, "y.mov", 10, url))
@@ -243,3 +243,25 @@ def test_missing_file_fails_at_once_and_a_server_error_is_retried(start_listener
     assert "answered 404" in gone["error"]
     assert (busy["status"], busy["attempts"]) == ("failed", 3)
     assert "answered 503" in busy["error"]
+
+
+def test_https_connects_to_the_checked_address_and_still_checks_the_certificate(start_listener, certificate, tmp_path,
+                                                                                 monkeypatch):
+    import jobs.safe_url
+
+    server = FileServer(tmp_path / "served-tls", tls=certificate)
+    try:
+        content = make_file(server.root / "tls.mov", 50_000)
+        live = start_listener(scoopa_config(tmp_path, retry=[]))
+        # By name: the connection goes to the address checked for "localhost", SNI and the check use the name.
+        url = f"https://localhost:{server.port}/ranged/tls.mov"
+        live.post("/scoopa", scoopa_file(20, "untrusted.mov", len(content), url))
+        [untrusted] = settle(live.runtime)
+        assert untrusted["status"] == "failed" and "CERTIFICATE_VERIFY_FAILED" in untrusted["error"]
+        monkeypatch.setattr(jobs.safe_url, "CA_BUNDLE", str(certificate[0]))  # trust the test CA
+        live.post("/scoopa", scoopa_file(21, "tls.mov", len(content), url))
+        trusted = settle(live.runtime)[-1]
+        assert trusted["status"] == "done", trusted["error"]
+        assert (tmp_path / "downloads" / "tls.mov").read_bytes() == content
+    finally:
+        server.close()

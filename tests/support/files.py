@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,6 +60,7 @@ class Served:
 @dataclass
 class FileServer:
     root: Path
+    tls: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
     requests: list[Served] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -75,11 +77,19 @@ class FileServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
     @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def url(self, mode: str, name: str) -> str:
         return f"{self.base}/{mode}/{name}"
