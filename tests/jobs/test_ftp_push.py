@@ -95,6 +95,21 @@ def test_every_matching_workflow_pushes_and_others_do_not(start_listener, file_s
     assert sorted(p.name for p in archive.root.iterdir()) == ["a_NEWS_.mov", "b.mov"]
 
 
+def test_active_mode_when_the_server_says_passive_false(start_listener, file_server, ftp_server, tmp_path):
+    content = make_file(file_server.root / "active.mov", 100_000)
+    ftp = ftp_server("active")
+    servers = {"active": ftp.config(passive=False)}
+    live = start_listener(push_config(tmp_path, servers, [push_to("active", "active", "/")]))
+    live.post("/scoopa", scoopa_file(1, "active.mov", len(content), file_server.url("ranged", "active.mov")))
+    settle(live.runtime)
+    [push] = pushes(live.runtime)
+    assert push["status"] == "done", push["error"]
+    assert (ftp.root / "active.mov").read_bytes() == content
+    commands = {command for command, _ in ftp.record.commands}
+    assert "PORT" in commands or "EPRT" in commands
+    assert not {"PASV", "EPSV"} & commands
+
+
 def test_refused_first_connection_is_delivered_on_a_later_attempt(start_listener, file_server, ftp_server, tmp_path):
     content = make_file(file_server.root / "late.mov", 5000)
     ftp = ftp_server("busy", refuse_first=1)

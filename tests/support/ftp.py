@@ -146,6 +146,7 @@ class TestFtpServer:
         Handler.dtp_handler = CuttingDTP
         Handler.banner = "listener test FTP server"
         Handler.permit_foreign_addresses = False
+        Handler.auth_failed_timeout = 0  # answer a wrong password at once (pyftpdlib waits 3 s by default)
         if tls:
             Handler.certfile, Handler.keyfile = str(tls[0]), str(tls[1])
             Handler.tls_control_required = True
