@@ -21,6 +21,7 @@ from listener.db import get_engine
 from listener.migrate import upgrade
 from listener.runtime import Runtime, install
 from tests.support import backends
+from tests.support.peers import RecordingServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATABASES = backends.test_databases()
@@ -54,6 +55,30 @@ def base_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
+def asset_events(asset_id: str) -> tuple[dict, dict]:
+    """The seed's iconik create and closed-proxy payloads, for one asset of our choosing."""
+    create = copy.deepcopy(load_fixture("iconik", "create__asset"))
+    create["object_id"] = create["data"]["id"] = asset_id
+    proxy = copy.deepcopy(load_fixture("iconik", "proxy__closed"))
+    proxy["object_id"] = proxy["data"]["asset_id"] = asset_id
+    return create, proxy
+
+
+def config_for(iconik_api: RecordingServer) -> dict[str, Any]:
+    """The test config with iconik's API pointing at a local stand-in."""
+    config = base_config()
+    config["sources"]["iconik"]["api_url"] = iconik_api.url
+    return config
+
+
+@pytest.fixture
+def iconik_api() -> Iterator[RecordingServer]:
+    """A local stand-in for iconik's API that records every analysis request."""
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
 def _reset_schema(url: str) -> None:
     engine = get_engine(url)
     with engine.begin() as conn:
@@ -81,8 +106,8 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def clean(database_url: str, redis_url: str) -> None:
+def reset_state(database_url: str, redis_url: str) -> None:
+    """Empty the tables and the Redis database: every test starts from nothing."""
     engine = get_engine(database_url)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -91,6 +116,11 @@ def clean(database_url: str, redis_url: str) -> None:
             for table in ("actions", "events", "items"):
                 conn.execute(text(f"DELETE FROM {table}"))
     redis.Redis.from_url(redis_url).flushdb()
+
+
+@pytest.fixture
+def clean(database_url: str, redis_url: str) -> None:
+    reset_state(database_url, redis_url)
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ import re
 
 import requests
 
-from tests.conftest import TOKENS, load_fixture
-from tests.support.peers import RecordingServer
+from tests.conftest import TOKENS, asset_events, config_for, load_fixture
 from tests.support.processes import ListenerProcesses
-from tests.test_outbox import asset_events, config_for  # noqa: F401 - shared payload builders
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
@@ -35,8 +33,7 @@ def test_metrics_count_events_and_actions_in_process(listener):
     assert metric(text, "listener_oldest_pending_action_seconds") == 0
 
 
-def test_metrics_sum_over_gunicorn_workers_and_read_the_work(tmp_path, database_url, redis_url, clean):
-    iconik_api = RecordingServer()
+def test_metrics_sum_over_gunicorn_workers_and_read_the_work(tmp_path, database_url, redis_url, clean, iconik_api):
     processes = ListenerProcesses(tmp_path, database_url, redis_url, config_for(iconik_api), "admin-x",
                                   mode="procfile").start()
     try:
@@ -56,4 +53,3 @@ def test_metrics_sum_over_gunicorn_workers_and_read_the_work(tmp_path, database_
         assert metric(text, "listener_webhook_seconds_count", source="iconik") == 12
     finally:
         processes.stop()
-        iconik_api.close()

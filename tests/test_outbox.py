@@ -1,34 +1,20 @@
 """Work is scheduled durably (SPEC 2): Redis down at answer time, handed over once it is back."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import redis
 from rq import Queue
 
 from listener.outbox import Dispatcher, Outbox
-from tests.conftest import base_config, load_fixture, rows, run_jobs
+from tests.conftest import asset_events, config_for, rows, run_jobs
 from tests.support.backends import RedisServer
-from tests.support.peers import RecordingServer
 from tests.support.processes import ListenerProcesses
 
 ADMIN = "admin-e2e-token"
 
 
-def asset_events(asset_id: str) -> tuple[dict, dict]:
-    create = copy.deepcopy(load_fixture("iconik", "create__asset"))
-    create["object_id"] = create["data"]["id"] = asset_id
-    proxy = copy.deepcopy(load_fixture("iconik", "proxy__closed"))
-    proxy["object_id"] = proxy["data"]["asset_id"] = asset_id
-    return create, proxy
 
 
-@pytest.fixture
-def iconik_api():
-    server = RecordingServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -38,10 +24,6 @@ def own_redis():
     server.stop()
 
 
-def config_for(iconik_api: RecordingServer) -> dict:
-    config = base_config()
-    config["sources"]["iconik"]["api_url"] = iconik_api.url
-    return config
 
 
 def test_request_path_hands_over_after_commit(start_listener, iconik_api):

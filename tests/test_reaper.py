@@ -9,9 +9,8 @@ from sqlalchemy import update
 
 from listener.models import actions
 from listener.outbox import Dispatcher, Outbox
-from tests.conftest import rows
+from tests.conftest import asset_events, config_for, rows
 from tests.support.peers import RecordingServer
-from tests.test_outbox import asset_events, config_for  # noqa: F401 - shared payload builders
 
 
 def running_action(live, attempts: int, heartbeat_age: float) -> dict:

@@ -6,27 +6,19 @@ import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 from sqlalchemy import select
 
 from listener.db import get_engine
 from listener.models import items
-from tests.conftest import TOKENS, base_config, load_fixture
+from tests.conftest import TOKENS, asset_events, base_config, config_for, load_fixture
 from tests.support.backends import POSTGRES_URL
-from tests.support.peers import RecordingServer
 from tests.support.processes import ListenerProcesses
 from tests.support.tcp_proxy import TcpProxy
-from tests.test_outbox import asset_events, config_for
 
 ADMIN = "admin-faults"
 
 
-@pytest.fixture
-def iconik_api():
-    server = RecordingServer()
-    yield server
-    server.close()
 
 
 def test_web_killed_under_load_loses_no_acknowledged_event(tmp_path, database_url, redis_url, clean):

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from tests.conftest import TOKENS, base_config, load_fixture
+from tests.conftest import TOKENS, base_config, config_for, load_fixture
 from tests.support.processes import ROOT, ListenerProcesses
 
 
@@ -60,12 +60,8 @@ def test_worker_pool_restarts_a_killed_worker_and_stops_on_sigterm(tmp_path, dat
     assert "starting it again" in output
 
 
-def test_json_log_lines_for_events_and_action_attempts(tmp_path, database_url, redis_url, clean):
-    from tests.support.peers import RecordingServer
-
-    iconik_api = RecordingServer()
-    config = base_config()
-    config["sources"]["iconik"]["api_url"] = iconik_api.url
+def test_json_log_lines_for_events_and_action_attempts(tmp_path, database_url, redis_url, clean, iconik_api):
+    config = config_for(iconik_api)
     processes = ListenerProcesses(tmp_path, database_url, redis_url, config, "admin-x", mode="procfile",
                                   extra_env={"LOG_FORMAT": "json"}).start()
     try:
@@ -79,7 +75,6 @@ def test_json_log_lines_for_events_and_action_attempts(tmp_path, database_url, r
         processes.wait_for(lambda: "listener.action.done" in (tmp_path / "worker.log").read_text(), timeout=20)
     finally:
         processes.stop()
-        iconik_api.close()
     lines = []
     for name in ("web.log", "worker.log"):
         for line in (tmp_path / name).read_text().splitlines():

@@ -4,22 +4,15 @@ from __future__ import annotations
 import copy
 import signal
 
-import pytest
 import requests
 
-from tests.conftest import TOKENS, base_config, load_fixture
-from tests.support.peers import RecordingServer
+from tests.conftest import TOKENS, config_for, load_fixture
 from tests.support.processes import ListenerProcesses
 
 ADMIN = "admin-e2e-token"
 ASSET = "2b45a8ca-f0b4-11e7-a36b-0a580a00054a"
 
 
-@pytest.fixture
-def iconik_api():
-    server = RecordingServer()
-    yield server
-    server.close()
 
 
 def post(processes: ListenerProcesses, path: str, body: dict, source: str) -> dict:
@@ -29,8 +22,7 @@ def post(processes: ListenerProcesses, path: str, body: dict, source: str) -> di
 
 
 def test_run_command_with_embedded_redis_processes_the_seed_payloads(tmp_path, database_url, iconik_api, clean):
-    config = base_config()
-    config["sources"]["iconik"]["api_url"] = iconik_api.url
+    config = config_for(iconik_api)
     # No REDIS_URL: `run` starts its embedded Redis under the var directory.
     processes = ListenerProcesses(tmp_path, database_url, None, config, ADMIN, mode="run").start()
     try:

@@ -9,10 +9,9 @@ from sqlalchemy import select
 
 from listener.db import get_engine
 from listener.models import actions
-from tests.conftest import TOKENS
+from tests.conftest import TOKENS, asset_events, config_for
 from tests.support.peers import RecordingServer
 from tests.support.processes import ListenerProcesses
-from tests.test_outbox import asset_events, config_for
 
 
 @pytest.fixture

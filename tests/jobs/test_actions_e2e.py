@@ -18,11 +18,9 @@ from urllib.parse import quote
 import pytest
 import redis
 import requests
-from sqlalchemy import text
 
 from jobs.ftp_slots import ServerSlots
-from listener.db import get_engine
-from tests.conftest import TOKENS, load_fixture
+from tests.conftest import TOKENS, load_fixture, reset_state
 from tests.jobs.conftest import scoopa_file
 from tests.support.files import FileServer, make_file
 from tests.support.ftp import TestFtpServer, make_test_certificate
@@ -67,21 +65,12 @@ class Setup:
         return self.processes.wait_for(check, timeout)
 
 
-def _reset(database_url: str, redis_url: str) -> None:
-    engine = get_engine(database_url)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE actions, events, items RESTART IDENTITY CASCADE"))
-        else:
-            for table in ("actions", "events", "items"):
-                conn.execute(text(f"DELETE FROM {table}"))
-    redis.Redis.from_url(redis_url).flushdb()
 
 
 @pytest.fixture(scope="module")
 def setup(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("actions-e2e")
-    _reset(database_url, redis_url)
+    reset_state(database_url, redis_url)
     certificate = make_test_certificate(tmp)
     files = FileServer(tmp / "served")
     plain = TestFtpServer(tmp / "ftp-plain", read_limit=2_000_000)  # 2 MB/s: a 1 MB push takes half a second
