@@ -35,9 +35,12 @@ def on_starting(server):  # noqa: ANN001, ARG001 - gunicorn hook
     os.makedirs(directory, exist_ok=True)
 
 
-def child_exit(server, worker):  # noqa: ANN001, ARG001 - gunicorn hook
-    from prometheus_client import multiprocess
+# Imported here, once: importing inside child_exit (a SIGCHLD handler) re-entered the import
+# when two workers exited at once during shutdown, and the master died with a traceback.
+from prometheus_client import multiprocess  # noqa: E402
 
+
+def child_exit(server, worker):  # noqa: ANN001, ARG001 - gunicorn hook
     multiprocess.mark_process_dead(worker.pid)
 
 # LOG_FORMAT=json: gunicorn's own lines (errors, access) as JSON objects too, one per line.
