@@ -95,10 +95,16 @@ class Started:
         return self.process.pid
 
     def tail(self, lines: int = 20) -> str:
+        """The last lines of the log; from the last traceback on when there is one (that says why)."""
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        starts = [i for i, line in enumerate(text) if line.startswith("Traceback")]
+        if starts:
+            shown = text[starts[-1]:]
+            return "\n".join(shown[:3] + ["  ..."] + shown[-(lines - 4):] if len(shown) > lines else shown)
+        return "\n".join(text[-lines:])
 
 
 @dataclass
@@ -254,7 +260,7 @@ def wait_for_http(port: int, started: Started, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if started.process.poll() is not None:
-            raise BenchError(f"{started.name} exited with {started.process.returncode}:\n{started.tail()}")
+            raise BenchError(f"{started.name} exited with {started.process.returncode}:\n{started.tail(12)}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).close()  # noqa: S310
             return

@@ -82,8 +82,9 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
         env = listener_env(workdir=workdir, database_url=url, redis_url=redis_url, config_path=config, port=port)
         migrate(env)
         start_gunicorn(procs, "gunicorn", "wsgi:app", env, port)
-        workers = [procs.start(f"worker-{index + 1}", [PYTHON, "-m", "listener", "worker"], env=env)
-                   for index in range(WORKERS)]
+        command = [PYTHON, str(Path(__file__).with_name("preloaded_worker.py"))] if options.e2a_preload_jobs \
+            else [PYTHON, "-m", "listener", "worker"]
+        workers = [procs.start(f"worker-{index + 1}", command, env=env) for index in range(WORKERS)]
         wait_for_workers(redis_url, WORKERS)
         profilers = []
         if options.profile:
@@ -95,28 +96,31 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
                 profilers.append(start_profiler(procs, worker.pid, out, duration=600))
         http_json("GET", f"http://127.0.0.1:{port}/healthz")  # at least one gunicorn worker has booted
 
-        limit = max(60.0, assets / 20.0)  # bounded: 5,000 assets give up after 250 s
+        limit = options.e2a_limit or max(60.0, assets / 10.0)  # bounded: 5,000 assets give up after 500 s
         started = time.monotonic()
         wrk, posts_done = run_pairs(f"http://127.0.0.1:{port}", assets=assets, connections=options.connections,
                                     salt=7000, limit_s=limit)
-        if posts_done is None:
-            raise BenchError(f"not all {2 * assets} webhooks were answered within {limit:g}s: {wrk.statuses}")
         deadline = started + limit
         stats = stub_stats(stub_port)
         while stats["distinct_assets"] < assets and time.monotonic() < deadline:
             time.sleep(0.2)
             stats = stub_stats(stub_port)
+        stopped = time.monotonic()
         stats = stub_stats(stub_port, full=True)
         for profiler in profilers:
             procs.interrupt(profiler)
-        done = done_actions(f"http://127.0.0.1:{port}", assets, timeout=30)
         all_arrived = stats["distinct_assets"] >= assets
+        # The last action is marked done just after its request: wait a little for that, not for stragglers.
+        done = done_actions(f"http://127.0.0.1:{port}", assets, timeout=30 if all_arrived else 0)
         return {
             "assets": assets,
             "posts": 2 * assets,
             "post_statuses": wrk.statuses,
             "post_latency_ms": wrk.latency_ms,
-            "posting_s": posts_done - started,
+            "posting_s": (posts_done - started) if posts_done else None,
+            "posts_answered": wrk.answered_posts,
+            "limit_s": limit,
+            "waited_s": stopped - started,
             "analysis_requests": stats["count"],
             "distinct_assets": stats["distinct_assets"],
             "unauthenticated": stats["unauthenticated"],
@@ -133,7 +137,9 @@ def run(options: Any, scratch: Path) -> PartResult:
     part = PartResult(
         key="event-to-action",
         title=(f"2. Event to action: {options.assets:,} iconik assets (create + proxy), {WORKERS} worker processes, "
-               "local iconik stand-in"),
+               "local iconik stand-in"
+               + (" -- EXPERIMENT: workers import the job modules before forking (bench/preloaded_worker.py)"
+                  if options.e2a_preload_jobs else "")),
         columns=["database", "webhooks/s", "posting s", "first analysis s", "all analyses s", "analyses/s",
                  "steady analyses/s", "analyses", "done (admin API)"],
     )
@@ -155,13 +161,20 @@ def run(options: Any, scratch: Path) -> PartResult:
         arrivals = figures.pop("arrivals_s")
         part.raw[database] = figures
         total = figures["all_arrived_s"]
-        rate = figures["assets"] / total if total else None
+        # Not all in time: the rate so far (arrivals / time waited), marked as partial.
+        rate = figures["assets"] / total if total else figures["distinct_assets"] / figures["waited_s"]
         steady = _steady_rate(arrivals)
+        posting = figures["posting_s"]
         part.rows.append([
-            database, fmt(figures["posts"] / figures["posting_s"], 0), fmt(figures["posting_s"], 1),
-            fmt(figures["first_arrival_s"], 2), fmt(total, 1) if total else "not all",
-            fmt(rate, 0), fmt(steady, 0), f"{figures['analysis_requests']:,}", f"{figures['done_actions']:,}",
+            database, fmt(figures["posts"] / posting, 0) if posting else "-",
+            fmt(posting, 1) if posting else f"> {figures['limit_s']:g}",
+            fmt(figures["first_arrival_s"], 2), fmt(total, 1) if total else f"not all in {figures['limit_s']:g}",
+            fmt(rate, 0) + ("" if total else " (partial)"), fmt(steady, 0),
+            f"{figures['analysis_requests']:,}", f"{figures['done_actions']:,}",
         ])
+        if not posting:
+            part.notes.append(f"{database}: only {figures['posts_answered']:,} of {figures['posts']:,} webhooks were "
+                              f"answered within the {figures['limit_s']:g} s limit")
         if figures["analysis_requests"] != figures["assets"] or figures["distinct_assets"] != figures["assets"]:
             part.notes.append(f"{database}: {figures['analysis_requests']} analysis requests for "
                               f"{figures['distinct_assets']} distinct assets, expected {figures['assets']} once each")
@@ -170,9 +183,10 @@ def run(options: Any, scratch: Path) -> PartResult:
         bad = {k: v for k, v in figures["post_statuses"].items() if not k.startswith("2")}
         if bad:
             part.notes.append(f"{database}: webhooks answered non-2xx: {bad}")
-        if rate is not None:
-            part.targets.append(Target(f"event to action, {database}: analyses/s", rate, ">=", 300.0, "/s",
-                                       note="first webhook sent -> last analysis request received"))
+        experiment = " (EXPERIMENT: jobs preloaded)" if options.e2a_preload_jobs else ""
+        part.targets.append(Target(f"event to action, {database}{experiment}: analyses/s", rate, ">=", 300.0, "/s",
+                                   note="first webhook sent -> last analysis request received"
+                                   if total else "PARTIAL: not all arrived within the limit; rate so far"))
     part.notes.append("analyses/s: assets / (first webhook sent -> last analysis request arrived); steady: the "
                       "middle 80 % of arrivals")
     part.notes.append("wrk, gunicorn (web), 2 RQ workers (one forked work horse per job), Redis and the iconik "

@@ -78,13 +78,17 @@ def count_events(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def start_profiler(procs: Processes, master_pid: int, out: Path, duration: float) -> Any:
+def start_profiler(procs: Processes, master_pid: int, out: Path, duration: float, gil: bool = False) -> Any:
+    """py-spy on a process and its children. Without ``gil`` it samples every thread that is not idle, so
+    time spent waiting inside a C call (SQLite's busy handler, a socket read) counts too; with ``gil``
+    only threads holding the GIL: Python's own CPU time."""
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).with_name("py-spy"))
     if not Path(py_spy).exists():
         raise BenchError("py-spy not installed: pip install -r bench/requirements.txt")
     return procs.start(f"py-spy-{out.stem}", [py_spy, "record", "--pid", str(master_pid), "--subprocesses",
                                               "--format", "raw", "--rate", "250", "--duration",
-                                              str(max(1, round(duration))), "--output", str(out), "--nonblocking"])
+                                              str(max(1, round(duration))), "--output", str(out), "--nonblocking",
+                                              *(["--gil"] if gil else [])])
 
 
 def measure(subject: Subject, options: Any, workdir: Path, salt: int,
@@ -112,7 +116,7 @@ def measure(subject: Subject, options: Any, workdir: Path, salt: int,
         if profile:
             profile_path = Path(options.profile) / f"ingest-{subject.key}.txt"
             profile_path.parent.mkdir(parents=True, exist_ok=True)
-            profiler = start_profiler(procs, server.pid, profile_path, options.duration)
+            profiler = start_profiler(procs, server.pid, profile_path, options.duration, gil=options.profile_gil)
             extra["profile"] = str(profile_path)
         backends = (lambda: postgres_backends(options.postgres_admin_url, options.postgres_database)) \
             if subject.database == "postgresql" else (lambda: [])

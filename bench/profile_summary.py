@@ -68,6 +68,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--under", help="only stacks through this function, counted from it (e.g. wsgi_app)")
+    parser.add_argument("--under", help="only stacks through this function, counted from it (e.g. Flask.wsgi_app)")
     arguments = parser.parse_args()
     print(report(arguments.profile, arguments.top, arguments.under))

@@ -1,7 +1,7 @@
 """Benchmarks of the listener against references, in one run on one machine (issue 6).
 
-    .venv/bin/python bench/run.py                      # everything, full size (about 4 minutes)
-    .venv/bin/python bench/run.py --quick              # a smoke run with tiny sizes (well under a minute)
+    .venv/bin/python bench/run.py                      # everything, full size (5 to 20 minutes)
+    .venv/bin/python bench/run.py --quick              # a smoke run with tiny sizes (about 2 minutes)
     .venv/bin/python bench/run.py --only ingest,event-to-action
 
 Parts: ingest, event-to-action, download, ftp-push. Prints a table of the
@@ -76,6 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--assets", type=int, help="assets for event to action (default 5000)")
     parser.add_argument("--e2a-databases", type=listed(("sqlite", "postgresql")), default=["sqlite", "postgresql"],
                         metavar="DBS", help="databases for event to action (default sqlite,postgresql)")
+    parser.add_argument("--e2a-limit", type=float,
+                        help="give up event to action after this many seconds (default assets / 10, at least 60)")
+    parser.add_argument("--e2a-preload-jobs", action="store_true",
+                        help="experiment: run the workers through bench/preloaded_worker.py, which imports the job "
+                             "modules before RQ forks (what the profile suggests); the listener is not changed")
     parser.add_argument("--file-size", type=size, help="file for download and FTP push (default 1G)")
     parser.add_argument("--postgres-url", dest="postgres_admin_url",
                         default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -87,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ref", metavar="REV",
                         help="benchmark the listener of this commit (exported with git archive) instead of the "
                              "work tree, e.g. HEAD while others edit the tree")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: sample only threads holding the GIL (Python CPU time, no waits)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, databases)")
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         from profile_summary import report
 
         for path in sorted(Path(options.profile).glob("ingest-*.txt")):
-            print(report(path, top=30, under="wsgi_app"), end="\n\n")
+            print(report(path, top=30, under="Flask.wsgi_app"), end="\n\n")
     lines = header(options)
     lines.append(f"took: {time.monotonic() - started:.0f} s")
     print(render(results, lines, markdown=options.markdown))
