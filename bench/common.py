@@ -82,6 +82,40 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
     raise BenchError(f"nothing listening on 127.0.0.1:{port} after {timeout:g}s")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc (children files of each thread)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 @dataclass
 class Started:
     """A process the bench started, with its log file."""
@@ -126,15 +160,29 @@ class Processes:
         return started
 
     def stop(self, started: Started, timeout: float = 15.0) -> None:
+        """SIGTERM to the process's group and to every descendant outside it (an RQ work horse puts itself
+        in a group of its own), SIGKILL to whatever is left after ``timeout``."""
         process = started.process
+        strays = [pid for pid in descendants(process.pid) if _pgid(pid) not in (None, process.pid)]
         if process.poll() is None:
             with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)  # its own group: gunicorn and its workers, a worker's horse
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGTERM)  # its own group: gunicorn and its workers, a worker
+        for pid in strays:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait()
+        deadline = time.monotonic() + 5
+        while strays and time.monotonic() < deadline:
+            strays = [pid for pid in strays if _alive(pid)]
+            time.sleep(0.1)
+        for pid in strays:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if started in self.started:
             self.started.remove(started)
 
