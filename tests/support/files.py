@@ -7,10 +7,13 @@
 - ``cut``: like ``ranged``, but the first request for each name sends half the
   body and drops the connection;
 - ``cut-plain``: like ``plain``, with the same cut on the first request;
+- ``throttle``: like ``ranged``, at most ``throttle_bps`` bytes a second (read
+  for every chunk, so a test can change it mid-transfer; 0: no limit);
 - ``redirect``: ``/redirect/<anything>?to=<url>`` answers 302 to that URL;
 - ``status``: ``/status/<code>`` answers with that status.
 
-Every request is recorded with its ``Range`` header and how many body bytes were sent.
+Every request is recorded with its ``Range`` header and how many body bytes were sent
+(counted as they go, so a transfer in progress shows how far it got).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 CHUNK = 64 * 1024
+THROTTLED_CHUNK = 16 * 1024
 
 
 def make_file(path: Path, size: int) -> bytes:
@@ -62,6 +67,7 @@ class FileServer:
     root: Path
     tls: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS
     requests: list[Served] = field(default_factory=list)
+    throttle_bps: int = 1_000_000  # for the ``throttle`` mode
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -121,12 +127,12 @@ class FileServer:
             handler.end_headers()
             return
         path = self.root / name
-        if mode not in ("ranged", "plain", "cut", "cut-plain") or not path.is_file():
+        if mode not in ("ranged", "plain", "cut", "cut-plain", "throttle") or not path.is_file():
             self._record(Served(mode, name, None, 404))
             handler.send_error(404)
             return
         size = path.stat().st_size
-        ranges = mode in ("ranged", "cut")
+        ranges = mode in ("ranged", "cut", "throttle")
         requested = handler.headers.get("Range")
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", requested or "")
@@ -153,14 +159,21 @@ class FileServer:
             handler.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         handler.end_headers()
         limit = (size - start) // 2 if cut else size - start
+        throttled = mode == "throttle"
         with open(path, "rb") as file:
             file.seek(start)
             while record.bytes_sent < limit:
-                chunk = file.read(min(CHUNK, limit - record.bytes_sent))
+                chunk = file.read(min(THROTTLED_CHUNK if throttled else CHUNK, limit - record.bytes_sent))
                 if not chunk:
                     break
-                handler.wfile.write(chunk)
+                try:
+                    handler.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):  # the client went away (killed, say)
+                    handler.close_connection = True
+                    return
                 record.bytes_sent += len(chunk)
+                if throttled and self.throttle_bps:
+                    time.sleep(len(chunk) / self.throttle_bps)
         if cut:
             handler.wfile.flush()
             handler.close_connection = True

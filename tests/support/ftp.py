@@ -1,15 +1,19 @@
 """A real FTP server (pyftpdlib) in a thread, with the misbehaviours the tests need.
 
-Each server records the commands it receives, the most connections it had at
-once, and can: refuse its first connections (421), cut its first uploads
-part-way, throttle uploads, and speak explicit FTPS with a test certificate
-(control and data channel both required to be protected).
+Each server records the commands it receives (and when), the most connections
+it had at once, and can: refuse its first connections (421), cut its first
+uploads part-way (426, or ``cut_reply``: a 552 for a disk filling up), answer
+its first uploads as a full server would (452 or 552, ``full_first_stors``),
+throttle uploads (a limit a test can change while it runs), and speak
+explicit FTPS with a test certificate (control and data channel both required
+to be protected).
 """
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +28,8 @@ with warnings.catch_warnings():
 
 USER = "pusher"
 PASSWORD = "ftp-secret"
+FULL_REPLY = "452 Insufficient storage space in system (test server)."
+CUT_REPLY = "426 Connection closed by the test server; transfer aborted."
 
 
 def make_test_certificate(directory: Path) -> tuple[Path, Path]:
@@ -60,6 +66,7 @@ def make_test_certificate(directory: Path) -> tuple[Path, Path]:
 @dataclass
 class ServerRecord:
     commands: list[tuple[str, str]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # time.time() of each command, in step with commands
     connections: int = 0
     peak_connections: int = 0
     total_connections: int = 0
@@ -67,11 +74,18 @@ class ServerRecord:
     refuse_next: int = 0
     cut_next_uploads: int = 0
     cut_at: int = 0
+    cut_reply: str = CUT_REPLY
+    full_next_stors: int = 0
+    full_reply: str = FULL_REPLY
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def args_of(self, command: str) -> list[str]:
         with self.lock:
             return [arg for cmd, arg in self.commands if cmd == command]
+
+    def times_of(self, command: str) -> list[float]:
+        with self.lock:
+            return [at for (cmd, _), at in zip(self.commands, self.times, strict=True) if cmd == command]
 
 
 class TestFtpServer:
@@ -80,10 +94,12 @@ class TestFtpServer:
     __test__ = False  # not a pytest test class
 
     def __init__(self, root: Path, *, tls: tuple[Path, Path] | None = None, refuse_first: int = 0,
-                 cut_first_uploads: int = 0, cut_at: int = 0, read_limit: int | None = None) -> None:
+                 cut_first_uploads: int = 0, cut_at: int = 0, cut_reply: str = CUT_REPLY,
+                 read_limit: int | None = None, full_first_stors: int = 0, full_reply: str = FULL_REPLY) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.record = ServerRecord(refuse_next=refuse_first, cut_next_uploads=cut_first_uploads, cut_at=cut_at)
+        self.record = ServerRecord(refuse_next=refuse_first, cut_next_uploads=cut_first_uploads, cut_at=cut_at,
+                                   cut_reply=cut_reply, full_next_stors=full_first_stors, full_reply=full_reply)
         record = self.record
         authorizer = DummyAuthorizer()
         authorizer.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
@@ -106,7 +122,7 @@ class TestFtpServer:
                     if cut:
                         record.cut_next_uploads -= 1
                 if cut and not self._closed:
-                    self._resp = ("426 Connection closed by the test server; transfer aborted.", lambda *_: None)
+                    self._resp = (record.cut_reply, lambda *_: None)
                     self.close()
 
             if not tls:  # DTPHandler aliases the two; TLS_DTPHandler has its own (no cutting over TLS)
@@ -140,10 +156,23 @@ class TestFtpServer:
             def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
                 with record.lock:
                     record.commands.append((cmd, arg))
+                    record.times.append(time.time())
                 super().pre_process_command(line, cmd, arg)
+
+            def ftp_STOR(self, file: str, mode: str = "w") -> str | None:  # noqa: N802 - pyftpdlib's name
+                with record.lock:
+                    full = record.full_next_stors > 0
+                    if full:
+                        record.full_next_stors -= 1
+                if full:  # refused before any data moves, as a server out of space answers
+                    self._restart_position = 0
+                    self.respond(record.full_reply)
+                    return None
+                return super().ftp_STOR(file, mode)
 
         Handler.authorizer = authorizer
         Handler.dtp_handler = CuttingDTP
+        self._dtp = CuttingDTP
         Handler.banner = "listener test FTP server"
         Handler.permit_foreign_addresses = False
         Handler.auth_failed_timeout = 0  # answer a wrong password at once (pyftpdlib waits 3 s by default)
@@ -161,6 +190,10 @@ class TestFtpServer:
         while not self._stop.is_set():
             self.server.serve_forever(timeout=0.02, blocking=False, handle_exit=False)
         self.server.close_all()
+
+    def set_read_limit(self, bytes_per_second: int) -> None:
+        """Change the upload limit (bytes a second) of a server started with ``read_limit``; it applies at once."""
+        self._dtp.read_limit = bytes_per_second
 
     def config(self, **overrides: object) -> dict[str, object]:
         """This server as an entry of ``ftp_servers`` in the listener's config."""
