@@ -30,6 +30,7 @@ from jobs.ftp_slots import NoSlot, ServerSlots
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 64 * 1024
+REASON_WAIT = 2.0  # seconds to wait for the server's reply after it broke off an upload
 WAIT_FOR_SLOT = (1.0, 3.0)  # seconds before a postponed push tries again (random, to spread them)
 
 
@@ -117,7 +118,12 @@ def _upload(context: ActionContext, ftp: ftplib.FTP, where: str, local: Path, to
 
         with open(local, "rb") as file:
             file.seek(offset)
-            ftp.storbinary(f"STOR {part}", file, BLOCK_BYTES, count, rest=offset or None)
+            try:
+                ftp.storbinary(f"STOR {part}", file, BLOCK_BYTES, count, rest=offset or None)
+            except OSError as error:
+                # The data connection broke. A server that aborts an upload (a full disk: 452/552) closes it
+                # and says why on the control connection: that answer is what the transfer log should show.
+                raise ActionError(f"{where}: {type(error).__name__}: {error}{_reason(ftp)}") from None
     remote = _size(ftp, part)
     if remote != total:
         raise ActionError(f"{where}: {part} is {remote} bytes after the upload, not {total}")
@@ -140,6 +146,18 @@ def _resume_offset(ftp: ftplib.FTP, part: str, total: int) -> int:
     except ftplib.Error:
         return 0  # no REST: upload it all again
     return have if answer.startswith("350") else 0
+
+
+def _reason(ftp: ftplib.FTP) -> str:
+    """The server's reply to a broken-off upload, if it sent one soon, as text to append to the error."""
+    try:
+        if ftp.sock is not None:
+            ftp.sock.settimeout(REASON_WAIT)
+        return f"; the server said: {ftp.getresp()}"
+    except ftplib.Error as error:  # 4xx/5xx: the reason, which is the point
+        return f"; the server said: {error}"
+    except (OSError, EOFError):  # nothing came: the connection itself went
+        return ""
 
 
 def _size(ftp: ftplib.FTP, path: str) -> int | None:
