@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from listener.admin import register_admin
+from listener.db import get_engine
 from listener.health import health
 from listener.logs import configure_logging
 from listener.metrics import metrics
@@ -47,7 +48,8 @@ def create_app(runtime: Runtime | None = None) -> Flask:
 
     app.extensions["listener.runtime"] = runtime
     app.extensions["listener.engine"] = runtime.engine
-    app.extensions["listener.store"] = EventStore(runtime.engine)
+    # Its own engine, without a ping per checkout: the store retries a dropped connection itself.
+    app.extensions["listener.store"] = EventStore(get_engine(runtime.settings.database_url, pre_ping=False))
     fast_redis = runtime.redis(fast_fail=True)
     app.extensions["listener.outbox"] = Outbox(fast_redis, runtime.settings.queue_name)
     app.extensions["listener.rate_limiter"] = RateLimiter(fast_redis)

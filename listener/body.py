@@ -33,7 +33,8 @@ def _no_constants(name: str) -> Any:
     raise BadBody(f"body: {name} is not valid JSON")
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+def parse_json_object(raw: bytes) -> tuple[dict[str, Any], str]:
+    """The body as a JSON object, and its text (stored as it came, to save serialising it again)."""
     if not raw.strip():
         raise BadBody("body: empty, expected a JSON object")
     try:
@@ -56,7 +57,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise BadBody("body: contains an unpaired UTF-16 surrogate escape") from None
-    return value
+    return value, text
 
 
 def _json_type(value: Any) -> str:

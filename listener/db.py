@@ -1,31 +1,36 @@
 """Database engines: SQLite in WAL mode by default, PostgreSQL through DATABASE_URL."""
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from config.settings import sqlite_pragmas
 
-_engines: dict[tuple[int, str], Engine] = {}
+_engines: dict[tuple[int, str, bool], Engine] = {}
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    # pre_ping: after the database restarts, the next request reconnects instead of failing.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5,
+    # pre_ping: after the database restarts, the next use reconnects instead of failing. It costs a
+    # round trip per checkout, so the webhook path turns it off and retries a dropped connection instead.
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=5, max_overflow=10, pool_timeout=5,
                          connect_args={"connect_timeout": 5})
 
 
-def get_engine(url: str) -> Engine:
-    """One engine per process and URL; a forked RQ work horse gets its own."""
-    key = (os.getpid(), url)
+def get_engine(url: str, pre_ping: bool = True) -> Engine:
+    """One engine per process, URL and ping setting; a forked RQ work horse gets its own."""
+    key = (os.getpid(), url, pre_ping)
     if key not in _engines:
-        _engines[key] = make_engine(url)
+        _engines[key] = make_engine(url, pre_ping)
     return _engines[key]
 
 
@@ -56,6 +61,36 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_lock_files: dict[tuple[int, str], int] = {}
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction; on SQLite, behind a file lock taken before BEGIN IMMEDIATE.
+
+    SQLite's own busy handler polls with growing sleeps, so under load writers
+    slept on after the lock was free (p99 near a second in the benchmark). A
+    flock() waiter is woken the moment the lock is released, in any process.
+    """
+    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+        with engine.begin() as conn:
+            yield conn
+        return
+    path = engine.url.database
+    key = (os.getpid(), path)
+    if key not in _lock_files:
+        _lock_files[key] = os.open(f"{path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    # flock() excludes other processes; threads of this one share the descriptor, so also a thread lock.
+    with _thread_locks.setdefault(path, threading.Lock()):
+        fcntl.flock(_lock_files[key], fcntl.LOCK_EX)
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
 
 def writer(engine: Engine) -> Engine:

@@ -82,7 +82,7 @@ class WebhookResource(Resource):
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"body: larger than the limit of {limit} bytes")
         try:
-            payload = self._payload(limit)
+            payload, payload_text = self._payload(limit)
             outcome = source.handler.parse(
                 WebhookRequest(endpoint=self.endpoint, method=request.method, payload=payload,
                                received_at=datetime.now(UTC))
@@ -93,7 +93,7 @@ class WebhookResource(Resource):
             log.info("listener.%s.rejected endpoint=%s reason=%s", source.name, self.endpoint, problem)
             return error(400, str(problem))
 
-        delivery = Delivery(source=source, endpoint=self.endpoint, payload=payload,
+        delivery = Delivery(source=source, endpoint=self.endpoint, payload=payload, payload_text=payload_text,
                             received_at=datetime.now(UTC), remote_addr=request.remote_addr)
         try:
             recorded = self._record(delivery, outcome)
@@ -108,7 +108,7 @@ class WebhookResource(Resource):
         current_app.extensions["listener.outbox"].hand_over_new(recorded.action_ids)
         return self._answer(recorded, outcome)
 
-    def _payload(self, limit: int) -> dict[str, Any]:
+    def _payload(self, limit: int) -> tuple[dict[str, Any], str | None]:
         if self.source.handler.BODY == "query":
             fields = dict(request.args)
             if request.method == "POST":
@@ -117,7 +117,7 @@ class WebhookResource(Resource):
                     fields.update(request.form)
                 except RequestEntityTooLarge:
                     raise TooLarge(f"body: larger than the limit of {limit} bytes") from None
-            return clean_fields(fields)
+            return clean_fields(fields), None
         # Parsed whatever Content-Type says: senders differ (seed 003 forces it too).
         return parse_json_object(read_limited(request.stream, limit))
 
