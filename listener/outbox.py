@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Queue
+from rq.job import Job
 from sqlalchemy import Engine, select
 
 from config import ListenerConfig
@@ -123,7 +124,33 @@ class Dispatcher:
             abandoned = reap_abandoned(self.engine, self.config, self.clock(), self.stale_after)
             if abandoned and self.outbox.hand_over(abandoned):
                 handed_over += len(abandoned)
-        return handed_over + self._hand_over_queued()
+        return handed_over + self._hand_over_queued() + self._enqueue_overdue_scheduled()
+
+    def _enqueue_overdue_scheduled(self) -> int:
+        """Move retries whose time is well past from RQ's schedule to the queue.
+
+        RQ's scheduler runs in one worker, behind a lock that outlives a SIGKILLed
+        worker (61 s), and the others try to take it again only every few minutes:
+        until then no scheduled retry would run. Only jobs ``grace`` seconds overdue
+        are moved, so a live scheduler does its own work; a job moved by both
+        would still run once (the runner's claim).
+        """
+        queue = self.outbox.queue
+        registry = queue.scheduled_job_registry
+        due = registry.get_jobs_to_schedule(int(self.clock().timestamp() - self.grace))
+        if not due:
+            return 0
+        moved = 0
+        with self.outbox.redis.pipeline() as pipe:
+            for job in Job.fetch_many(due, connection=self.outbox.redis):
+                if job is not None:
+                    queue.enqueue_job(job, pipeline=pipe)
+                    moved += 1
+            for job_id in due:
+                registry.remove(job_id, pipeline=pipe)
+            pipe.execute()
+        log.warning("listener.outbox.scheduler_late moved=%d first=%s", moved, due[0])
+        return moved
 
     def _hand_over_queued(self) -> int:
         cutoff = self.clock() - timedelta(seconds=self.grace)

@@ -505,9 +505,8 @@ def assert_tame(name: str) -> None:
 
 # --- found on the way ------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="RQ's scheduler lock outlives a SIGKILLed worker (TTL 61 s) and the other "
-                   "workers try to take it again only every 10 minutes (RQ's maintenance interval): until then no "
-                   "scheduled retry runs. Needs a fix in listener/ (worker or dispatcher), not in jobs/.")
+# RQ's scheduler lock outlives a SIGKILLed worker (TTL 61 s) and the other workers try to take it again only
+# every 10 minutes; the dispatcher moves retries that are overdue from RQ's schedule to the queue.
 def test_a_killed_worker_does_not_hold_up_the_retry_schedule(tmp_path, files, listener, redis_url):
     live = listener(scoopa_config(tmp_path / "downloads", retry=[1.0]))
     queue = live.processes.env["LISTENER_QUEUE"]
