@@ -16,7 +16,9 @@ MAX_NAME_BYTES = 200  # leaves room under the usual 255-byte limit for a suffix 
 
 def safe_file_name(name: str, fallback: str) -> str:
     """The name without directories, ``..``, control characters or leading dots; ``fallback`` if nothing is left."""
-    name = unicodedata.normalize("NFC", str(name))
+    # NFKC: fullwidth and other lookalike slashes and dots become the real ones, and are then removed
+    # (a server that folds Unicode itself would otherwise read "..／" as "../").
+    name = unicodedata.normalize("NFKC", str(name))
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     # Categories C*: control, format, surrogate, private use and unassigned characters.
     name = "".join(char for char in name if not unicodedata.category(char).startswith("C"))

@@ -154,6 +154,8 @@ def test_name_clash_gets_a_suffix(start_listener, file_server, tmp_path):
     ("a..b.mov", "a.b.mov"),
     ("folder/", "fallback"),
     ("\u202eevil\u200b.mov", "evil.mov"),
+    ("..\uff0f..\uff0fsecret.mov", "secret.mov"),  # fullwidth solidus: a folding server would read "../"
+    ("\uff0e\uff0e\uff0fup.mov", "up.mov"),  # fullwidth full stops too
     ("x" * 300 + ".mov", "x" * 196 + ".mov"),
 ])
 def test_file_names_are_sanitised(hostile, safe):
