@@ -21,6 +21,8 @@ from listener.db import get_engine
 from listener.migrate import upgrade
 from listener.runtime import Runtime, install
 from tests.support import backends
+from tests.support.files import FileServer
+from tests.support.ftp import TestFtpServer
 from tests.support.peers import RecordingServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -77,6 +79,26 @@ def iconik_api() -> Iterator[RecordingServer]:
     server = RecordingServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    server = FileServer(tmp_path / "served")
+    yield server
+    server.close()
+
+@pytest.fixture
+def ftp_server(tmp_path: Path) -> Iterator[Callable[..., TestFtpServer]]:
+    started: list[TestFtpServer] = []
+
+    def start(name: str = "ftp", **options: Any) -> TestFtpServer:
+        server = TestFtpServer(tmp_path / f"{name}-root", **options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
 
 
 def _reset_schema(url: str) -> None:

@@ -36,7 +36,6 @@ from jobs.file_names import MAX_NAME_BYTES
 from jobs.safe_url import is_public
 from tests.conftest import TOKENS, base_config, load_fixture
 from tests.support.files import FileServer, make_file
-from tests.support.ftp import TestFtpServer
 from tests.support.processes import ListenerProcesses, descendants
 
 ADMIN = "admin-transfer-faults"
@@ -48,24 +47,10 @@ PROGRESS = 256 * 1024  # bytes an attempt must have reported before the worker i
 # --- peers and processes ---------------------------------------------------------------------------------------
 
 @pytest.fixture
-def files(tmp_path: Path) -> Iterator[FileServer]:
-    server = FileServer(tmp_path / "served")
-    yield server
-    server.close()
+def files(file_server: FileServer) -> FileServer:
+    return file_server
 
 
-@pytest.fixture
-def ftp_server(tmp_path: Path) -> Iterator[Callable[..., TestFtpServer]]:
-    started: list[TestFtpServer] = []
-
-    def start(name: str, **options: Any) -> TestFtpServer:
-        server = TestFtpServer(tmp_path / f"ftp-{name}", **options)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
 
 
 @pytest.fixture

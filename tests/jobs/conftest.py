@@ -11,8 +11,7 @@ from rq import Queue, SimpleWorker
 
 from listener.runtime import Runtime
 from tests.conftest import load_fixture, rows
-from tests.support.files import FileServer
-from tests.support.ftp import TestFtpServer, make_test_certificate
+from tests.support.ftp import make_test_certificate
 from tests.support.peers import RecordingServer
 
 
@@ -45,25 +44,8 @@ def scoopa_file(file_id: int | str, name: str, size: int, url: str, folder_id: i
     return payload
 
 
-@pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[FileServer]:
-    server = FileServer(tmp_path / "served")
-    yield server
-    server.close()
 
 
-@pytest.fixture
-def ftp_server(tmp_path: Path) -> Iterator[Callable[..., TestFtpServer]]:
-    started: list[TestFtpServer] = []
-
-    def start(name: str = "ftp", **options: Any) -> TestFtpServer:
-        server = TestFtpServer(tmp_path / f"{name}-root", **options)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
 
 
 @pytest.fixture
