@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app, request
 from flask_restful import Api, Resource
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from handlers.base import Rejected, WebhookRequest
@@ -23,7 +23,7 @@ from listener.body import BadBody, TooLarge, clean_fields, parse_json_object, re
 from listener.db import is_unavailable
 from listener.metrics import EVENTS, REQUEST_SECONDS
 from listener.sources import Source
-from listener.store import Delivery, EventStore, Recorded
+from listener.store import Delivery, Recorded
 
 log = logging.getLogger("listener")
 
@@ -96,7 +96,7 @@ class WebhookResource(Resource):
         delivery = Delivery(source=source, endpoint=self.endpoint, payload=payload, payload_text=payload_text,
                             received_at=datetime.now(UTC), remote_addr=request.remote_addr)
         try:
-            recorded = self._record(delivery, outcome)
+            recorded = current_app.extensions["listener.store"].record(delivery, outcome)
         except DBAPIError as failure:
             if is_unavailable(failure):
                 log.error("listener.%s.database_unavailable endpoint=%s error=%s",
@@ -120,14 +120,6 @@ class WebhookResource(Resource):
             return clean_fields(fields), None
         # Parsed whatever Content-Type says: senders differ (seed 003 forces it too).
         return parse_json_object(read_limited(request.stream, limit))
-
-    def _record(self, delivery: Delivery, outcome: Any) -> Recorded:
-        store: EventStore = current_app.extensions["listener.store"]
-        try:
-            return store.record(delivery, outcome)
-        except IntegrityError:
-            # Two processes inserted the same event at once; the second pass sees it as a duplicate.
-            return store.record(delivery, outcome)
 
     def _answer(self, recorded: Recorded, outcome: Any) -> dict[str, Any]:
         key = getattr(outcome, "key", None)
