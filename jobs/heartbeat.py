@@ -2,13 +2,19 @@
 
 The dispatcher puts back an action whose heartbeat stopped (listener.reaper):
 that is how work survives a worker killed mid-job (SIGKILL, a lost machine).
+
+One thread per process beats for every action running in it. A thread per
+job cost a thread start and join on every job, which the event-to-action
+profile showed for short jobs (an analysis takes a few milliseconds).
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, update
@@ -18,26 +24,66 @@ from listener.models import actions
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Beat:
+    engine: Engine
+    action_id: int
+    attempt: int
+
+
+class _Heart:
+    """The process's beating thread and the actions it beats for."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.running: dict[int, _Beat] = {}
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True).start()
+
+    def _beat_forever(self) -> None:
+        wake = threading.Event()  # never set: a sleep that is not a busy loop
+        while True:
+            wake.wait(self.interval)
+            with self.lock:
+                beats = list(self.running.values())
+            for beat in beats:
+                self._beat(beat)
+
+    @staticmethod
+    def _beat(beat: _Beat) -> None:
+        try:
+            with beat.engine.begin() as conn:
+                conn.execute(
+                    update(actions)
+                    .where(actions.c.id == beat.action_id, actions.c.status == "running",
+                           actions.c.attempts == beat.attempt)
+                    .values(updated_at=datetime.now(UTC))
+                )
+        except Exception as error:  # noqa: BLE001 - a missed beat is retried at the next one
+            log.warning("listener.action.heartbeat_failed action=%s error=%s", beat.action_id, error)
+
+
+_hearts: dict[float, _Heart] = {}
+_hearts_lock = threading.Lock()
+
+
+def _heart(interval: float) -> _Heart:
+    with _hearts_lock:
+        heart = _hearts.get(interval)
+        if heart is None or heart.pid != os.getpid():  # a forked child has no thread of its parent's
+            heart = _hearts[interval] = _Heart(interval)
+        return heart
+
+
 @contextmanager
 def heartbeat(engine: Engine, action_id: int, attempt: int, interval: float) -> Iterator[None]:
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                with engine.begin() as conn:
-                    conn.execute(
-                        update(actions)
-                        .where(actions.c.id == action_id, actions.c.status == "running", actions.c.attempts == attempt)
-                        .values(updated_at=datetime.now(UTC))
-                    )
-            except Exception as error:  # noqa: BLE001 - a missed beat is retried at the next one
-                log.warning("listener.action.heartbeat_failed action=%s error=%s", action_id, error)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{action_id}", daemon=True)
-    thread.start()
+    """Beat for the action while the block runs: first within ``interval``, then every ``interval``."""
+    heart = _heart(interval)
+    with heart.lock:
+        heart.running[action_id] = _Beat(engine, action_id, attempt)
     try:
         yield
     finally:
-        stop.set()
-        thread.join(5)
+        with heart.lock:
+            heart.running.pop(action_id, None)
