@@ -10,6 +10,7 @@ import requests
 from handlers.iconik import Options, analysis_url
 from jobs.context import ActionContext
 from jobs.errors import ActionError, PermanentError
+from jobs.http import session
 
 
 def run(context: ActionContext) -> None:
@@ -22,7 +23,7 @@ def run(context: ActionContext) -> None:
         "Content-Type": "application/json",
     }
     try:
-        response = requests.post(url, headers=headers, timeout=options.timeout)
+        response = session().post(url, headers=headers, timeout=options.timeout)
     except requests.RequestException as error:
         raise ActionError(f"cannot reach iconik at {url}: {type(error).__name__}: {error}") from None
     if response.ok:

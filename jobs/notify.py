@@ -18,6 +18,7 @@ from sqlalchemy import select
 from config import Workflow
 from jobs.context import ActionContext
 from jobs.errors import ActionError, PermanentError
+from jobs.http import session
 from listener.models import events, items
 from listener.serialize import event_json, item_json
 
@@ -31,7 +32,7 @@ def run(context: ActionContext) -> None:
     body = describe(context, flow)
     headers = {"Content-Type": "application/json", "User-Agent": "listener", **flow.headers}
     try:
-        response = requests.post(flow.url, data=json.dumps(body, default=str), headers=headers, timeout=TIMEOUT,
+        response = session().post(flow.url, data=json.dumps(body, default=str), headers=headers, timeout=TIMEOUT,
                                  allow_redirects=False)
     except requests.RequestException as error:
         raise ActionError(f"cannot reach {flow.url}: {type(error).__name__}") from None
