@@ -82,8 +82,7 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
         env = listener_env(workdir=workdir, database_url=url, redis_url=redis_url, config_path=config, port=port)
         migrate(env)
         start_gunicorn(procs, "gunicorn", "wsgi:app", env, port)
-        command = [PYTHON, str(Path(__file__).with_name("preloaded_worker.py"))] if options.e2a_preload_jobs \
-            else [PYTHON, "-m", "listener", "worker"]
+        command = [PYTHON, "-m", "listener", "worker"]
         workers = [procs.start(f"worker-{index + 1}", command, env=env) for index in range(WORKERS)]
         wait_for_workers(redis_url, WORKERS)
         profilers = []
@@ -137,9 +136,7 @@ def run(options: Any, scratch: Path) -> PartResult:
     part = PartResult(
         key="event-to-action",
         title=(f"2. Event to action: {options.assets:,} iconik assets (create + proxy), {WORKERS} worker processes, "
-               "local iconik stand-in"
-               + (" -- EXPERIMENT: workers import the job modules before forking (bench/preloaded_worker.py)"
-                  if options.e2a_preload_jobs else "")),
+               "local iconik stand-in"),
         columns=["database", "webhooks/s", "posting s", "first analysis s", "all analyses s", "analyses/s",
                  "steady analyses/s", "analyses", "done (admin API)"],
     )
@@ -183,14 +180,13 @@ def run(options: Any, scratch: Path) -> PartResult:
         bad = {k: v for k, v in figures["post_statuses"].items() if not k.startswith("2")}
         if bad:
             part.notes.append(f"{database}: webhooks answered non-2xx: {bad}")
-        experiment = " (EXPERIMENT: jobs preloaded)" if options.e2a_preload_jobs else ""
-        part.targets.append(Target(f"event to action, {database}{experiment}: analyses/s", rate, ">=", 300.0, "/s",
+        part.targets.append(Target(f"event to action, {database}: analyses/s", rate, ">=", 300.0, "/s",
                                    note="first webhook sent -> last analysis request received"
                                    if total else "PARTIAL: not all arrived within the limit; rate so far"))
     part.notes.append("analyses/s: assets / (first webhook sent -> last analysis request arrived); steady: the "
                       "middle 80 % of arrivals")
-    part.notes.append("wrk, gunicorn (web), 2 RQ workers (one forked work horse per job), Redis and the iconik "
-                      "stand-in all share the 2 cores")
+    part.notes.append("wrk, gunicorn (web), 2 listener workers (RQ; jobs run in the worker process), Redis and the "
+                      "iconik stand-in all share the 2 cores")
     return part
 
 

@@ -1,11 +1,14 @@
-"""Peak memory of an RQ worker's work horses, read from /proc (Linux), no extra package.
+"""Peak memory of the process that ran a job, read from /proc (Linux), no extra package.
 
-RQ forks one work horse per job, so the memory a transfer costs is the
-horse's. Every horse is followed from the first time it is seen: its peak RSS
-(the kernel's own high-water mark, VmHWM, so nothing is missed between
-polls; it includes the pages shared with the worker it was forked from) and
-its peak private memory (Private_Clean + Private_Dirty: what the job itself
-added), with the wall-clock window it lived in.
+The listener's worker runs jobs in its own process; RQ's default worker (an
+older revision benchmarked with ``--ref``) forks a work horse per job. Both
+are followed: the worker itself, and every child that appears (a horse),
+from the first time it is seen. For each: the peak RSS (the kernel's own
+high-water mark, VmHWM, so nothing is missed between polls; a horse's
+includes the pages shared with the worker it was forked from) and the peak
+private memory (Private_Clean + Private_Dirty), with the wall-clock window
+it was seen in. ``job_process`` picks the horse that ran a job, or the
+worker when no horse did.
 """
 from __future__ import annotations
 
@@ -69,6 +72,8 @@ class HorseWatch:
         self.interval = interval
         self.horses: dict[int, Horse] = {}
         self.worker_peak_kib = 0
+        self.worker = Horse(worker_pid, 0.0, 0.0)  # the worker itself, as it ran jobs without forking
+        self.worker_samples: list[tuple[float, int, int]] = []  # (time, VmRSS, VmHWM)
         self.ignored: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="horse-watch", daemon=True)
@@ -86,8 +91,11 @@ class HorseWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             now = time.time()
-            worker = _status_kib(self.worker_pid, "VmHWM")
+            worker = _status_kib(self.worker_pid, "VmRSS", "VmHWM")
             self.worker_peak_kib = max(self.worker_peak_kib, worker.get("VmHWM", 0))
+            if worker:
+                self.worker_samples.append((now, worker.get("VmRSS", 0), worker.get("VmHWM", 0)))
+                self.worker.peak_private_kib = max(self.worker.peak_private_kib, _private_kib(self.worker_pid))
             for pid in _children(self.worker_pid):
                 if pid in self.ignored:
                     continue
@@ -110,3 +118,21 @@ class HorseWatch:
 
         alive = [horse for horse in self.horses.values() if overlap(horse) > 0]
         return max(alive, key=overlap, default=None)
+
+    def job_process(self, start: float, end: float) -> Horse | None:
+        """The process that ran a job from ``start`` to ``end``: its horse, or else the worker itself.
+
+        For the worker, the start RSS is the first sample in the window and the
+        peak its VmHWM at the end: the worker's peak over its whole life, which
+        in the benchmark is a fresh worker that has run nothing else.
+        """
+        horse = self.horse_of(start, end)
+        if horse is not None:
+            return horse
+        window = [sample for sample in self.worker_samples if start - self.interval <= sample[0] <= end + self.interval]
+        if not window:
+            return None
+        self.worker.first_seen, self.worker.last_seen = window[0][0], window[-1][0]
+        self.worker.start_rss_kib = window[0][1]
+        self.worker.peak_rss_kib = max(sample[2] for sample in window)
+        return self.worker

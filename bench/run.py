@@ -78,9 +78,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         metavar="DBS", help="databases for event to action (default sqlite,postgresql)")
     parser.add_argument("--e2a-limit", type=float,
                         help="give up event to action after this many seconds (default assets / 10, at least 60)")
-    parser.add_argument("--e2a-preload-jobs", action="store_true",
-                        help="experiment: run the workers through bench/preloaded_worker.py, which imports the job "
-                             "modules before RQ forks (what the profile suggests); the listener is not changed")
     parser.add_argument("--file-size", type=size, help="file for download and FTP push (default 1G)")
     parser.add_argument("--postgres-url", dest="postgres_admin_url",
                         default="postgresql://postgres@127.0.0.1:5432/postgres",

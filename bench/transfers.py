@@ -5,8 +5,9 @@ the file (``download: true``, ``allow_private_hosts: true``), the download
 action fetches it from nginx; a workflow then pushes it to vsftpd with the
 ftp_push action. Each action's time is its own (started_at to finished_at in
 the transfer log), measured against ``curl`` moving the same file to the same
-place before and after it (their mean). One worker process runs the jobs;
-the horse it forks for each is watched for peak memory (``memwatch``).
+place before and after it (their mean). One worker process runs the jobs and
+is watched for peak memory (``memwatch``; a horse, if the worker forks one per
+job, is watched instead).
 
 Both parts need job modules that may not exist yet: without ``jobs/download.py``
 (or ``jobs/ftp_push.py``) the part says so and measures only curl.
@@ -191,7 +192,7 @@ def wait_for_action(base_url: str, kind: str, timeout: float) -> dict[str, Any]:
 
 def listener_transfers(options: Any, workdir: Path, source_file: Path, nginx_port: int, ftp_port: int | None,
                        ftp_root: Path) -> dict[str, Any]:
-    """One scoopa file through download (and ftp_push when ``ftp_port``); the actions and horse peaks."""
+    """One scoopa file through download (and ftp_push when ``ftp_port``): the actions, the peak memory."""
     procs = Processes(workdir)
     try:
         redis_url, _ = start_redis(procs)
@@ -231,15 +232,15 @@ def listener_transfers(options: Any, workdir: Path, source_file: Path, nginx_por
             for kind in kinds:
                 action = wait_for_action(base, kind, limit)
                 start, end = _epoch(action["started_at"]), _epoch(action["finished_at"])
-                horse = watch.horse_of(start, end) if start and end else None
+                process = watch.job_process(start, end) if start and end else None
                 results[kind] = {
                     "status": action["status"], "error": action["error"], "attempts": action["attempts"],
                     "seconds": (end - start) if start and end else None,
                     "after_webhook_s": (end - posted) if end else None,
                     "bytes_done": action["bytes_done"], "bytes_total": action["bytes_total"],
-                    "horse_peak_rss_mib": horse.peak_rss_kib / 1024 if horse else None,
-                    "horse_start_rss_mib": horse.start_rss_kib / 1024 if horse else None,
-                    "horse_peak_private_mib": horse.peak_private_kib / 1024 if horse else None,
+                    "job_peak_rss_mib": process.peak_rss_kib / 1024 if process else None,
+                    "job_start_rss_mib": process.start_rss_kib / 1024 if process else None,
+                    "job_peak_private_mib": process.peak_private_kib / 1024 if process else None,
                 }
                 if action["status"] != "done":
                     break
@@ -265,10 +266,10 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
     label = f"{size / MIB / 1024:g} GiB" if size >= 1024 * MIB else f"{size / MIB:g} MiB"
     download = PartResult(
         key="download", title=f"3. Download: a {label} file from a local nginx on loopback, to local disk",
-        columns=["transfer", "time s", "MiB/s", "vs curl", "horse peak RSS MiB", "horse private MiB"])
+        columns=["transfer", "time s", "MiB/s", "vs curl", "job peak RSS MiB", "job private MiB"])
     push = PartResult(
         key="ftp-push", title=f"4. FTP push: the same {label} file to a local vsftpd (passive), on loopback",
-        columns=["transfer", "time s", "MiB/s", "vs curl", "horse peak RSS MiB", "horse private MiB"])
+        columns=["transfer", "time s", "MiB/s", "vs curl", "job peak RSS MiB", "job private MiB"])
     parts = [p for p in (download, push) if p.key in options.parts]
     download_missing, push_missing = missing_module("download"), missing_module("ftp_push")
 
@@ -329,7 +330,7 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
             part.rows.append([f"listener {kind} action", reason, "", "", "", ""])
             part.notes.append(f"listener {kind}: {reason}")
             part.targets += [Target(f"{kind}: time vs curl", None, "<=", 1.05, "x", note=reason),
-                             Target(f"{kind}: horse peak RSS", None, "<=", 64.0, " MiB", note=reason)]
+                             Target(f"{kind}: job peak RSS", None, "<=", 64.0, " MiB", note=reason)]
             continue
         if figures is None:
             part.notes.append(f"listener {kind}: no action ran (the download before it did not finish)")
@@ -340,18 +341,18 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
         ratio = seconds / reference if seconds and reference else None
         part.rows.append([f"listener {kind} action ({figures['status']})", fmt(seconds, 2),
                           fmt(size / MIB / seconds, 0) if seconds else "-", f"{ratio:.2f}x" if ratio else "-",
-                          fmt(figures["horse_peak_rss_mib"], 1), fmt(figures["horse_peak_private_mib"], 1)])
+                          fmt(figures["job_peak_rss_mib"], 1), fmt(figures["job_peak_private_mib"], 1)])
         if figures["status"] != "done":
             part.notes.append(f"listener {kind}: {figures['status']} after {figures['attempts']} attempt(s): "
                               f"{figures['error']}")
-        part.notes.append(f"listener {kind}: horse RSS {fmt(figures['horse_start_rss_mib'], 1)} MiB when first "
-                          "seen (pages shared with the worker it forked from); worker peak RSS "
-                          f"{fmt(listener.get('worker_peak_rss_mib'), 1)} MiB")
+        part.notes.append(f"listener {kind}: RSS {fmt(figures['job_start_rss_mib'], 1)} MiB when the action "
+                          f"started; worker peak RSS {fmt(listener.get('worker_peak_rss_mib'), 1)} MiB (job peak "
+                          "RSS: the worker's own when it runs jobs itself, else the work horse's)")
         ok = figures["status"] == "done"
         part.targets += [
             Target(f"{kind}: time vs curl", ratio if ok else None, "<=", 1.05, "x"),
-            Target(f"{kind}: horse peak RSS", figures["horse_peak_rss_mib"] if ok else None, "<=", 64.0, " MiB",
-                   note="VmHWM, includes pages shared with the worker"),
+            Target(f"{kind}: job peak RSS", figures["job_peak_rss_mib"] if ok else None, "<=", 64.0, " MiB",
+                   note="VmHWM of the process that ran the job"),
         ]
     if listener:
         if listener.get("downloaded_sizes") and listener["downloaded_sizes"] != [size]:
