@@ -77,6 +77,15 @@ class _Statements:
         self.find_event = f"SELECT id FROM events WHERE dedupe_key = {value('dedupe_key')}"
         self.update_item = (f"UPDATE items SET state = {value('state')}, data = {json_value('data')}, "
                             f"updated_at = {value('now')} WHERE id = {value('id')}")
+        # PostgreSQL: the item upsert and the event insert in one statement, one round trip (SQLite has no
+        # INSERT inside WITH). The event's insert reads the item's id, so the item row is locked first.
+        self.lock_item_and_insert_event = (
+            f"WITH item AS ({self.lock_item}), "
+            f"event AS (INSERT INTO events ({', '.join(columns)}) "
+            f"SELECT {values.replace(value('item_id'), 'item.id')} FROM item "
+            "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id) "
+            "SELECT item.id, item.state, item.data, (SELECT id FROM event) FROM item"
+        ) if postgres else None
         # SQLAlchemy's SQLite DateTime stores naive UTC text in this format; PostgreSQL takes the datetime.
         self.time = (lambda moment: moment) if postgres else _sqlite_time
 
@@ -120,11 +129,18 @@ class EventStore:
     def _record_event(self, conn: Connection, cursor: _Cursor, delivery: Delivery, event: Event,
                       replay_of: int | None = None) -> Recorded:
         source = delivery.source
-        item_id, state, data = self._lock_item(cursor, source.name, event.key, delivery.received_at)
         dedupe_key = f"{source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
         reason = f"replay of event {replay_of}" if replay_of else None
-        event_id = self._log(cursor, delivery, status="accepted", item_id=item_id, change=event.change,
-                             dedupe_key=dedupe_key, reason=reason)
+        if self._sql.lock_item_and_insert_event:
+            item_id, state, data, event_id = cursor.one(self._sql.lock_item_and_insert_event, {
+                **self._event_row(delivery, status="accepted", change=event.change, dedupe_key=dedupe_key,
+                                  reason=reason),
+                "key": event.key, "empty": "{}", "now": self._sql.time(delivery.received_at)})
+        else:
+            item_id, state, data = self._lock_item(cursor, source.name, event.key, delivery.received_at)
+            event_id = self._log(cursor, delivery, status="accepted", item_id=item_id, change=event.change,
+                                 dedupe_key=dedupe_key, reason=reason)
+        data = data if isinstance(data, dict) else json.loads(data or "{}")
         if event_id is None:
             original = cursor.one(self._sql.find_event, {"dedupe_key": dedupe_key})[0]
             self._log(cursor, delivery, status="duplicate", item_id=item_id, change=event.change,
@@ -141,23 +157,30 @@ class EventStore:
         action_ids = add_actions(conn, self._insert, item_id, event_id, requested, delivery.received_at)
         return Recorded("accepted", event_id, reason=reason, item_id=item_id, action_ids=action_ids)
 
-    def _lock_item(self, cursor: _Cursor, source: str, key: str, now: datetime) -> tuple[int, str | None, dict]:
+    def _lock_item(self, cursor: _Cursor, source: str, key: str, now: datetime) -> tuple[int, str | None, Any]:
         item_id, state, data = cursor.one(self._sql.lock_item, {
             "source": source, "key": key, "empty": "{}", "now": self._sql.time(now)})
-        return item_id, state, data if isinstance(data, dict) else json.loads(data or "{}")
+        return item_id, state, data
 
     def _log(self, cursor: _Cursor, delivery: Delivery, *, status: str, reason: str | None = None,
              item_id: int | None = None, change: str | None = None, dedupe_key: str | None = None,
              duplicate_of: int | None = None) -> int | None:
         """Insert an event; None when its dedupe_key was already taken (a duplicate)."""
-        payload = delivery.payload_text or json.dumps(dict(delivery.payload), default=str)
         row = cursor.one(self._sql.insert_event, {
+            **self._event_row(delivery, status=status, reason=reason, change=change, dedupe_key=dedupe_key,
+                              duplicate_of=duplicate_of), "item_id": item_id})
+        return row[0] if row else None
+
+    def _event_row(self, delivery: Delivery, *, status: str, reason: str | None = None, change: str | None = None,
+                   dedupe_key: str | None = None, duplicate_of: int | None = None) -> dict[str, Any]:
+        """An event's columns but its item_id."""
+        return {
             "source": delivery.source.name, "endpoint": delivery.endpoint,
             "received_at": self._sql.time(delivery.received_at), "status": status, "reason": reason,
-            "change": change, "item_id": item_id, "dedupe_key": dedupe_key, "duplicate_of": duplicate_of,
-            "payload": payload, "remote_addr": delivery.remote_addr,
-        })
-        return row[0] if row else None
+            "change": change, "dedupe_key": dedupe_key, "duplicate_of": duplicate_of,
+            "payload": delivery.payload_text or json.dumps(dict(delivery.payload), default=str),
+            "remote_addr": delivery.remote_addr,
+        }
 
 
 class _Cursor:
