@@ -20,6 +20,7 @@ import os
 import random
 import ssl
 from pathlib import Path
+from typing import BinaryIO
 
 from config import FtpServer
 from jobs.context import ActionContext
@@ -29,7 +30,7 @@ from jobs.ftp_slots import NoSlot, ServerSlots
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 64 * 1024
+SLICE_BYTES = 1024 * 1024  # handed to sendfile() at a time; progress is reported between slices
 REASON_WAIT = 2.0  # seconds to wait for the server's reply after it broke off an upload
 WAIT_FOR_SLOT = (1.0, 3.0)  # seconds before a postponed push tries again (random, to spread them)
 
@@ -108,18 +109,10 @@ def _upload(context: ActionContext, ftp: ftplib.FTP, where: str, local: Path, to
     # Resume only our own earlier attempt: a .part left by someone else is overwritten.
     offset = _resume_offset(ftp, part, total) if context.action["attempts"] > 1 else 0
     if offset < total or total == 0:
-        sent = offset
-        context.progress(sent, total, force=True, resumed_from=offset)
-
-        def count(block: bytes) -> None:
-            nonlocal sent
-            sent += len(block)
-            context.progress(sent, total, resumed_from=offset)
-
+        context.progress(offset, total, force=True, resumed_from=offset)
         with open(local, "rb") as file:
-            file.seek(offset)
             try:
-                ftp.storbinary(f"STOR {part}", file, BLOCK_BYTES, count, rest=offset or None)
+                _store(context, ftp, part, file, offset, total)
             except OSError as error:
                 # The data connection broke. A server that aborts an upload (a full disk: 452/552) closes it
                 # and says why on the control connection: that answer is what the transfer log should show.
@@ -134,6 +127,27 @@ def _upload(context: ActionContext, ftp: ftplib.FTP, where: str, local: Path, to
     context.progress(total, total, force=True, resumed_from=offset)
     log.info("listener.ftp_push.done action=%s server=%s path=%s/%s bytes=%s resumed_from=%s",
              context.action_id, where, target_dir.rstrip("/"), name, total, offset)
+
+
+def _store(context: ActionContext, ftp: ftplib.FTP, part: str, file: BinaryIO, offset: int, total: int) -> None:
+    """``STOR`` (with ``REST offset``) the file from ``offset`` on, as ``ftplib.storbinary`` would.
+
+    The bytes go with ``socket.sendfile()``: the kernel copies the file into the
+    data connection, where ``storbinary`` read and sent it 64 KiB at a time in
+    Python, which the benchmark showed slower than ``curl -T``. (Over TLS,
+    Python falls back to sending blocks itself.)
+    """
+    sent = offset
+    with ftp.transfercmd(f"STOR {part}", rest=offset or None) as connection:
+        while sent < total:
+            moved = connection.sendfile(file, sent, min(SLICE_BYTES, total - sent))
+            if moved == 0:
+                raise ActionError(f"{part}: the local file ended after {sent} of {total} bytes")
+            sent += moved
+            context.progress(sent, total, resumed_from=offset)
+        if isinstance(connection, ssl.SSLSocket):
+            connection.unwrap()  # end TLS on the data connection cleanly, as storbinary does
+    ftp.voidresp()
 
 
 def _resume_offset(ftp: ftplib.FTP, part: str, total: int) -> int:
