@@ -56,7 +56,9 @@ class Watcher:
 
 def test_file_appears_under_its_final_name_only_when_whole(start_listener, file_server, ftp_server, tmp_path):
     content = make_file(file_server.root / "clip_NEWS_.mov", 400_000)
-    ftp = ftp_server("playout", read_limit=800_000)  # half a second of upload: time to look at it
+    # Four times the server's limit a second: pyftpdlib pauses the upload from the second second's worth on,
+    # so it lasts long enough to be seen (sent with sendfile(), it is otherwise over in a millisecond).
+    ftp = ftp_server("playout", read_limit=100_000)
     (ftp.root / "incoming").mkdir()
     live = start_listener(push_config(tmp_path, {"playout": ftp.config()}, [push_to("news", "playout")]))
     watcher = Watcher(ftp.root / "incoming", "clip_NEWS_.mov")
