@@ -79,8 +79,11 @@ class Outbox:
             self._down_until = time.monotonic() + 5.0
 
     def _enqueue(self, action: Pending, pipe: redis.client.Pipeline) -> None:
+        # result_ttl=0: a finished job is deleted, not kept with its result. The action's row is the
+        # record of the outcome; keeping results cost RQ a job save, a result stream and a registry
+        # entry per job. Failed jobs stay a week, for RQ's own tools.
         options = dict(args=(action.action_id,), job_id=action.job_id, timeout=JOB_TIMEOUT,
-                       result_ttl=3600, failure_ttl=7 * 86400, description=f"action {action.action_id}")
+                       result_ttl=0, failure_ttl=7 * 86400, description=f"action {action.action_id}")
         now = datetime.now(UTC)
         if action.not_before and as_utc(action.not_before) > now:
             job = self.queue.create_job(JOB_FUNCTION, **options)
