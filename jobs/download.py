@@ -28,11 +28,13 @@ from jobs import safe_url
 from jobs.context import ActionContext
 from jobs.errors import ActionError, PermanentError
 from jobs.file_names import move_into_place, safe_file_name
+from jobs.writeback import start_writeback
 from listener.chain import enter_state
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
+WRITEBACK_BYTES = 8 * 1024 * 1024  # written data is handed to the disk in steps of this size
 TIMEOUT = (10.0, 60.0)  # connect, and between two reads
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
@@ -129,7 +131,7 @@ def _start_offset(fetched: safe_url.Fetched, have: int, expected: int, url: str)
 
 def _stream(context: ActionContext, fetched: safe_url.Fetched, file: BinaryIO, start: int, expected: int,
             url: str) -> None:
-    done = start
+    done = written_back = start
     context.progress(done, expected, force=True, resumed_from=start)
     try:
         for chunk in fetched.response.stream(CHUNK_BYTES, decode_content=True):
@@ -139,6 +141,9 @@ def _stream(context: ActionContext, fetched: safe_url.Fetched, file: BinaryIO, s
                 raise ActionError(f"{safe_url.redact(url)} sent more than the announced {expected} bytes; "
                                   "the next attempt starts over")
             file.write(chunk)
+            if done - written_back >= WRITEBACK_BYTES:
+                start_writeback(file, written_back, done)
+                written_back = done
             context.progress(done, expected, resumed_from=start)
     except (Urllib3Error, OSError) as error:
         file.flush()
