@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import requests.certs
+import certifi
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -35,8 +35,9 @@ from jobs.errors import ActionError, PermanentError
 
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
-# The CA bundle requests uses (certifi); a module attribute so a test can trust its own CA.
-CA_BUNDLE = requests.certs.where()
+# The CA bundle requests uses (certifi), without importing requests here (a download-only worker
+# stays smaller); a module attribute so a test can trust its own CA.
+CA_BUNDLE = certifi.where()
 
 
 class Refused(PermanentError):

@@ -15,9 +15,6 @@ from listener.runtime import Runtime, install
 log = logging.getLogger(__name__)
 
 
-JOB_MODULES = ("jobs.runner", "jobs.analyze", "jobs.download", "jobs.ftp_push", "jobs.notify")
-
-
 class ListenerWorker(SimpleWorker):
     """Runs each job in the worker process itself, instead of in a work horse forked per job.
 
@@ -68,9 +65,13 @@ def _drop_per_job_lines(record: logging.LogRecord) -> bool:
 
 
 def preload(runtime: Runtime) -> None:
-    """Import what jobs use and build the configured sources once, before the first job."""
-    for name in JOB_MODULES:
-        importlib.import_module(name)
+    """Build what every job uses before the first one: the runner and the configured sources.
+
+    Each job module (``jobs.<kind>``) is imported by its first job and kept: a
+    worker that only transfers files never loads ``requests``, which keeps it
+    smaller (the benchmark's memory target is for the whole worker process).
+    """
+    importlib.import_module("jobs.runner")
     _ = runtime.sources  # handlers and their options, built once
 
 
