@@ -230,9 +230,9 @@ def rows(runtime: Runtime, table: str, **where: Any) -> list[dict[str, Any]]:
     """Rows of a table as dicts, oldest first, for assertions."""
     from sqlalchemy import select
 
-    from listener.models import Base
+    from listener.models import metadata
 
-    model = Base.metadata.tables[table]
+    model = metadata.tables[table]
     query = select(model).where(*(model.c[name] == value for name, value in where.items())).order_by(model.c.id)
     with runtime.engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
