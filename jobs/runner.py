@@ -29,12 +29,11 @@ log = logging.getLogger(__name__)
 
 def run_action(action_id: int) -> str:
     runtime = current()
-    action = claim(runtime, action_id)
-    if action is None:
+    claimed = claim(runtime, action_id)
+    if claimed is None:
         log.info("listener.action.skipped action=%s reason=not queued", action_id)
         return "skipped"
-    with runtime.engine.connect() as conn:
-        item = dict(conn.execute(select(items).where(items.c.id == action["item_id"])).one()._mapping)
+    action, item = claimed
     context = ActionContext(action=action, item=item, config=runtime.config, settings=runtime.settings,
                             engine=runtime.engine)
     module = importlib.import_module(f"jobs.{action['kind']}")
@@ -59,7 +58,12 @@ def run_action(action_id: int) -> str:
     return "done"
 
 
-def claim(runtime: Runtime, action_id: int) -> dict[str, Any] | None:
+def claim(runtime: Runtime, action_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The action, now ``running``, and its item; None when the action is not ``queued``.
+
+    One transaction for both: a connection checkout (on PostgreSQL a ping) and a
+    commit fewer per job.
+    """
     now = datetime.now(UTC)
     with runtime.engine.begin() as conn:
         row = conn.execute(
@@ -69,7 +73,10 @@ def claim(runtime: Runtime, action_id: int) -> dict[str, Any] | None:
                     finished_at=None, not_before=None)
             .returning(*actions.c)
         ).first()
-    return dict(row._mapping) if row else None
+        if row is None:
+            return None
+        item = conn.execute(select(items).where(items.c.id == row.item_id)).one()
+    return dict(row._mapping), dict(item._mapping)
 
 
 def finish(runtime: Runtime, action_id: int, status: str, error: str | None = None) -> None:
