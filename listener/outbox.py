@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 JOB_FUNCTION = "jobs.runner.run_action"
 JOB_TIMEOUT = 6 * 3600  # a large transfer may take hours; progress shows it is alive
 LEASE_KEY = "listener:dispatcher-lease"
+_WILL_RUN = {b"queued", b"scheduled", b"deferred", b"started"}  # RQ job statuses of a job still to run or running
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,17 @@ class Outbox:
             self.queue.enqueue_call(JOB_FUNCTION, pipeline=pipe, **options)
 
     def missing(self, pending: list[Pending]) -> list[Pending]:
-        """The actions whose RQ job does not exist."""
+        """The queued actions that no RQ job will run: there is none, or it ended.
+
+        A job that ended while its action is still ``queued`` failed before it
+        could claim it (the database was unreachable, say); left alone, the
+        action would wait for the failed job's record to expire (a week).
+        """
         with self.redis.pipeline(transaction=False) as pipe:
             for action in pending:
-                pipe.exists(f"rq:job:{action.job_id}")
-            found = pipe.execute()
-        return [action for action, exists in zip(pending, found, strict=True) if not exists]
+                pipe.hget(f"rq:job:{action.job_id}", "status")
+            statuses = pipe.execute()
+        return [action for action, status in zip(pending, statuses, strict=True) if status not in _WILL_RUN]
 
 
 class Dispatcher:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import redis
 from rq import Queue
+from sqlalchemy.exc import OperationalError
 
+import jobs.runner
 from listener.outbox import Dispatcher, Outbox
 from tests.conftest import asset_events, config_for, rows, run_jobs
 from tests.support.backends import RedisServer
@@ -105,3 +107,31 @@ def processes_post(processes: ListenerProcesses, path: str, body: dict):
 def all_done(processes: ListenerProcesses, count: int) -> list[dict] | None:
     actions = processes.admin("/api/actions?kind=analyze")["items"]
     return actions if len(actions) == count and all(a["status"] == "done" for a in actions) else None
+
+
+def test_an_action_whose_job_failed_before_claiming_it_is_handed_over_again(start_listener, iconik_api,
+                                                                            monkeypatch):
+    live = start_listener(config_for(iconik_api))
+    for event in asset_events("asset-1"):
+        live.post(event["realm"] == "entity" and "/create" or "/proxy", event)
+    claim = jobs.runner.claim
+
+    def unreachable(*_args):
+        raise OperationalError("UPDATE actions ...", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(jobs.runner, "claim", unreachable)
+    run_jobs(live.runtime)  # the job fails: the database refused the claim
+    queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
+    [action] = rows(live.runtime, "actions")
+    assert (action["status"], action["attempts"]) == ("queued", 0)
+    assert queue.failed_job_registry.get_job_ids() == [f"action-{action['id']}-0"]
+
+    monkeypatch.setattr(jobs.runner, "claim", claim)
+    dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
+                            grace=0)
+    assert dispatcher.run_once() == 1
+    assert dispatcher.run_once() == 0  # queued again: not twice
+    run_jobs(live.runtime)
+    assert iconik_api.paths() == ["/API/transcode/v1/analyze/assets/asset-1/"]
+    [action] = rows(live.runtime, "actions")
+    assert (action["status"], action["attempts"]) == ("done", 1)
