@@ -7,6 +7,7 @@ duplicate checks and "both halves seen" decisions see each other's effects.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class _Statements:
         self.time = (lambda moment: moment) if postgres else _sqlite_time
 
 
+@functools.lru_cache(maxsize=8)  # a delivery's time is written three times
 def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
