@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from listener.migrate import upgrade
 from tests.conftest import TOKENS, base_config, load_fixture, rows
+from tests.support.tcp_proxy import TcpProxy
 
 CREATE = load_fixture("iconik", "create__asset")
 
@@ -190,6 +194,39 @@ def test_unconfigured_source_has_no_endpoint(start_listener):
 
 
 # --- the database cannot take the event -----------------------------------------------------
+
+def test_the_same_process_answers_200_again_once_the_database_is_back(start_listener, database_url, tmp_path,
+                                                                      monkeypatch):
+    """Write connections are kept between webhooks: one that an outage broke must not stay broken."""
+    proxy, lock_holder = None, None
+    if database_url.startswith("sqlite"):
+        monkeypatch.setenv("SQLITE_BUSY_TIMEOUT_MS", "200")  # read when this database's engine is made
+        url = f"sqlite:///{tmp_path / 'own.db'}"
+        upgrade(url)
+    else:
+        real = make_url(database_url)
+        proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432).start()
+        url = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    live = start_listener(database_url=url)
+    try:
+        assert live.post("/create", CREATE).status_code == 200
+        if proxy:
+            proxy.stop()  # the kept connections are cut, and new ones refused
+        else:
+            lock_holder = sqlite3.connect(tmp_path / "own.db")
+            lock_holder.execute("BEGIN EXCLUSIVE")
+        assert [live.post("/create", CREATE).status_code for _ in range(3)] == [503] * 3
+        if proxy:
+            proxy.start()
+        else:
+            lock_holder.rollback()
+        assert [live.post("/create", CREATE).status_code for _ in range(3)] == [200] * 3
+    finally:
+        if lock_holder:
+            lock_holder.close()
+        if proxy:
+            proxy.stop()
+
 
 def test_database_down_is_503_with_retry_after(start_listener, database_url, tmp_path):
     if database_url.startswith("sqlite"):
