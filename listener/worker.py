@@ -39,7 +39,21 @@ class ListenerWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._last_beat = 0.0
+        self._last_suspension_check = 0.0
         self.log.addFilter(_drop_per_job_lines)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ's worker state, not written again when it has not changed (RQ sets IDLE twice per job)."""
+        if pipeline is None and state == getattr(self, "_state", None):
+            return
+        super().set_state(state, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's check for ``rq suspend``, at most once a second: it was a Redis round trip per job."""
+        if time.monotonic() - self._last_suspension_check < self.BEAT_EVERY:
+            return
+        self._last_suspension_check = time.monotonic()
+        super().check_for_suspension(burst)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's worker heartbeat, at most once a second when RQ calls it without arguments.
