@@ -27,7 +27,7 @@ def make_engine(url: str, pre_ping: bool = True) -> Engine:
 
 
 def get_engine(url: str, pre_ping: bool = True) -> Engine:
-    """One engine per process, URL and ping setting; a forked RQ work horse gets its own."""
+    """One engine per process, URL and ping setting; a forked child (a gunicorn worker) gets its own."""
     key = (os.getpid(), url, pre_ping)
     if key not in _engines:
         _engines[key] = make_engine(url, pre_ping)

@@ -45,7 +45,7 @@ _current: tuple[int, Runtime] | None = None
 
 
 def current() -> Runtime:
-    """The runtime of this process (a forked RQ work horse reuses its parent's, with its own engine)."""
+    """The runtime of this process (a forked child, such as a gunicorn worker, gets its own engine)."""
     global _current
     if _current is None:
         _current = (os.getpid(), Runtime.load())
