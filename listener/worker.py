@@ -22,7 +22,7 @@ class ListenerWorker(SimpleWorker):
     showed the fork, and everything a fresh horse sets up again (database
     connections, HTTP connections, the job modules), as most of a short job's
     cost: 73 analyses per second against 195 without it. Our jobs are our own
-    code with bounded memory (transfers stream in 64 KiB blocks), so the
+    code with bounded memory (transfers stream, whatever the file size), so the
     isolation a fork gives is not worth that. What a fork protected against is
     still covered: a job's exception is recorded and retried by ``jobs.runner``;
     a job that hangs is stopped by RQ's timeout (SIGALRM in this process); a
