@@ -63,11 +63,12 @@ class _Statements:
         def json_value(name: str) -> str:
             return f"CAST(%({name})s AS JSONB)" if postgres else f":{name}"
 
+        # The item is inserted in the state given, or, if it exists, left as it is and locked. DO UPDATE (not
+        # DO NOTHING) so the row is returned, and locked on PostgreSQL, either way.
         self.lock_item = (
             "INSERT INTO items (source, key, state, data, created_at, updated_at) "
-            f"VALUES ({value('source')}, {value('key')}, NULL, {json_value('empty')}, {value('now')}, {value('now')}) "
-            # DO UPDATE (not DO NOTHING) so the row is returned, and locked on PostgreSQL, either way.
-            "ON CONFLICT (source, key) DO UPDATE SET key = excluded.key RETURNING id, state, data"
+            f"VALUES ({value('source')}, {value('key')}, {value('state')}, {json_value('data')}, {value('now')}, "
+            f"{value('now')}) ON CONFLICT (source, key) DO UPDATE SET key = excluded.key RETURNING id, state, data"
         )
         columns = ("source", "endpoint", "received_at", "status", "reason", "change", "item_id", "dedupe_key",
                    "duplicate_of", "payload", "remote_addr")
@@ -83,10 +84,7 @@ class _Statements:
         # A new item is inserted with the state the delivery gives it (xmax = 0 tells an insert from an
         # update), so it needs no UPDATE afterwards: another round trip fewer for every first delivery.
         self.lock_item_and_insert_event = (
-            "WITH item AS (INSERT INTO items (source, key, state, data, created_at, updated_at) "
-            f"VALUES ({value('source')}, {value('key')}, {value('state')}, {json_value('data')}, {value('now')}, "
-            f"{value('now')}) ON CONFLICT (source, key) DO UPDATE SET key = excluded.key "
-            "RETURNING id, state, data, (xmax = 0) AS inserted), "
+            f"WITH item AS ({self.lock_item}, (xmax = 0) AS inserted), "
             f"event AS (INSERT INTO events ({', '.join(columns)}) "
             f"SELECT {values.replace(value('item_id'), 'item.id')} FROM item "
             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id) "
@@ -172,7 +170,7 @@ class EventStore:
 
     def _lock_item(self, cursor: _Cursor, source: str, key: str, now: datetime) -> tuple[int, str | None, Any]:
         item_id, state, data = cursor.one(self._sql.lock_item, {
-            "source": source, "key": key, "empty": "{}", "now": self._sql.time(now)})
+            "source": source, "key": key, "state": None, "data": "{}", "now": self._sql.time(now)})
         return item_id, state, data
 
     def _log(self, cursor: _Cursor, delivery: Delivery, *, status: str, reason: str | None = None,
