@@ -51,6 +51,8 @@ def export_commit(ref: str, into: Path) -> str:
     if archive.wait(60) != 0:
         raise BenchError(f"git archive {ref} failed")
     return commit.stdout.strip()
+
+
 ADMIN_TOKEN = "bench-admin-token"
 PYCACHE = Path(tempfile.gettempdir()) / "listener-bench-pycache"
 
@@ -82,22 +84,28 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
     raise BenchError(f"nothing listening on 127.0.0.1:{port} after {timeout:g}s")
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, from /proc (children files of each thread)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started, from /proc (the children file of each of its threads)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
         try:
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
+            found += [int(child) for child in (task / "children").read_text().split()]
         except OSError:
             continue
-        for task in tasks:
-            try:
-                children = [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            todo += children
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``."""
+    found, todo = [], [pid]
+    while todo:
+        below = children(todo.pop())
+        found += below
+        todo += below
     return found
 
 

@@ -82,8 +82,8 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
         env = listener_env(workdir=workdir, database_url=url, redis_url=redis_url, config_path=config, port=port)
         migrate(env)
         start_gunicorn(procs, "gunicorn", "wsgi:app", env, port)
-        command = [PYTHON, "-m", "listener", "worker"]
-        workers = [procs.start(f"worker-{index + 1}", command, env=env) for index in range(WORKERS)]
+        workers = [procs.start(f"worker-{index + 1}", [PYTHON, "-m", "listener", "worker"], env=env)
+                   for index in range(WORKERS)]
         wait_for_workers(redis_url, WORKERS)
         profilers = []
         if options.profile:

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import children
+
 
 @dataclass
 class Horse:
@@ -26,19 +28,6 @@ class Horse:
     start_rss_kib: int = 0
     peak_rss_kib: int = 0  # VmHWM
     peak_private_kib: int = 0
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                found += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                continue
-    except OSError:
-        return []
-    return found
 
 
 def _status_kib(pid: int, *fields: str) -> dict[str, int]:
@@ -80,7 +69,7 @@ class HorseWatch:
 
     def start(self) -> HorseWatch:
         # Children already there are not horses: RQ's scheduler is a long-lived child of the worker too.
-        self.ignored = set(_children(self.worker_pid))
+        self.ignored = set(children(self.worker_pid))
         self._thread.start()
         return self
 
@@ -96,7 +85,7 @@ class HorseWatch:
             if worker:
                 self.worker_samples.append((now, worker.get("VmRSS", 0), worker.get("VmHWM", 0)))
                 self.worker.peak_private_kib = max(self.worker.peak_private_kib, _private_kib(self.worker_pid))
-            for pid in _children(self.worker_pid):
+            for pid in children(self.worker_pid):
                 if pid in self.ignored:
                     continue
                 status = _status_kib(pid, "VmRSS", "VmHWM")
