@@ -43,6 +43,7 @@ from prometheus_client import multiprocess  # noqa: E402
 def child_exit(server, worker):  # noqa: ANN001, ARG001 - gunicorn hook
     multiprocess.mark_process_dead(worker.pid)
 
+
 # LOG_FORMAT=json: gunicorn's own lines (errors, access) as JSON objects too, one per line.
 if os.environ.get("LOG_FORMAT", "").lower() == "json":
     logconfig_dict = {

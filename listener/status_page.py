@@ -186,8 +186,6 @@ def _snapshot() -> dict[str, list[dict[str, Any]]]:
 # --- routes ---------------------------------------------------------------------------------------------------
 
 
-
-
 @status_page.app_template_filter("when")
 def _when_filter(iso: str | None) -> str:
     return show_time(iso)

@@ -87,6 +87,7 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     yield server
     server.close()
 
+
 @pytest.fixture
 def ftp_server(tmp_path: Path) -> Iterator[Callable[..., TestFtpServer]]:
     started: list[TestFtpServer] = []

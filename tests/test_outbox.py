@@ -15,17 +15,11 @@ from tests.support.processes import ListenerProcesses
 ADMIN = "admin-e2e-token"
 
 
-
-
-
-
 @pytest.fixture
 def own_redis():
     server = RedisServer().start()
     yield server
     server.stop()
-
-
 
 
 def test_request_path_hands_over_after_commit(start_listener, iconik_api):

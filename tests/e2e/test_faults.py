@@ -19,8 +19,6 @@ from tests.support.tcp_proxy import TcpProxy
 ADMIN = "admin-faults"
 
 
-
-
 def test_web_killed_under_load_loses_no_acknowledged_event(tmp_path, database_url, redis_url, clean):
     processes = ListenerProcesses(tmp_path, database_url, redis_url, base_config(), ADMIN, mode="procfile").start()
     acknowledged: list[str] = []

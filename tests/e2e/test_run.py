@@ -13,8 +13,6 @@ ADMIN = "admin-e2e-token"
 ASSET = "2b45a8ca-f0b4-11e7-a36b-0a580a00054a"
 
 
-
-
 def post(processes: ListenerProcesses, path: str, body: dict, source: str) -> dict:
     answer = requests.post(processes.url + path, json=body, headers={"X-Listener-Token": TOKENS[source]}, timeout=10)
     assert answer.status_code == 200, answer.text

@@ -51,8 +51,6 @@ def files(file_server: FileServer) -> FileServer:
     return file_server
 
 
-
-
 @pytest.fixture
 def listener(tmp_path: Path, database_url: str, redis_url: str, clean: None) -> Iterator[Callable[..., Listener]]:
     started: list[Listener] = []

@@ -44,10 +44,6 @@ def scoopa_file(file_id: int | str, name: str, size: int, url: str, folder_id: i
     return payload
 
 
-
-
-
-
 @pytest.fixture
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_test_certificate(tmp_path_factory.mktemp("tls"))

@@ -65,8 +65,6 @@ class Setup:
         return self.processes.wait_for(check, timeout)
 
 
-
-
 @pytest.fixture(scope="module")
 def setup(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("actions-e2e")
