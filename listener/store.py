@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from handlers.base import ActionRequest, Event, Ignored, ItemView
-from listener.db import write_transaction, writer
+from listener.db import Writer
 from listener.models import actions
 from listener.sources import Source
 from listener.workflows import workflow_actions
@@ -101,7 +101,7 @@ def _sqlite_time(moment: datetime) -> str:
 
 class EventStore:
     def __init__(self, engine: Engine) -> None:
-        self.engine = writer(engine)
+        self.writer = Writer(engine)
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
         self._sql = _Statements(engine.dialect.name)
@@ -118,7 +118,7 @@ class EventStore:
             return self._record(delivery, outcome, replay_of)
 
     def _record(self, delivery: Delivery, outcome: Event | Ignored, replay_of: int | None) -> Recorded:
-        with write_transaction(self.engine) as conn:
+        with self.writer.transaction() as conn:
             # The statements run on the driver's cursor, in SQLAlchemy's transaction: no per-statement
             # execution machinery on the hot path. Driver errors are wrapped as SQLAlchemy's would be.
             cursor = _Cursor(conn)
