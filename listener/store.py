@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,13 +63,14 @@ class _Statements:
         def json_value(name: str) -> str:
             return f"CAST(%({name})s AS JSONB)" if postgres else f":{name}"
 
-        # The item is inserted in the state given, or, if it exists, left as it is and locked. DO UPDATE (not
-        # DO NOTHING) so the row is returned, and locked on PostgreSQL, either way.
+        # PostgreSQL: the item is inserted in the state given, or, if it exists, left as it is and locked.
+        # DO UPDATE (not DO NOTHING) so the row is returned, and locked, either way.
         self.lock_item = (
-            "INSERT INTO items (source, key, state, data, created_at, updated_at) "
-            f"VALUES ({value('source')}, {value('key')}, {value('state')}, {json_value('data')}, {value('now')}, "
-            f"{value('now')}) ON CONFLICT (source, key) DO UPDATE SET key = excluded.key RETURNING id, state, data"
+            f"{self._insert_item(value, json_value)} DO UPDATE SET key = excluded.key RETURNING id, state, data"
         )
+        # SQLite (whose write lock is already held): insert a new item in its first state, else read it.
+        self.insert_new_item = f"{self._insert_item(value, json_value)} DO NOTHING RETURNING id"
+        self.find_item = f"SELECT id, state, data FROM items WHERE source = {value('source')} AND key = {value('key')}"
         columns = ("source", "endpoint", "received_at", "status", "reason", "change", "item_id", "dedupe_key",
                    "duplicate_of", "payload", "remote_addr")
         values = ", ".join(json_value(c) if c == "payload" else value(c) for c in columns)
@@ -92,6 +93,12 @@ class _Statements:
         ) if postgres else None
         # SQLAlchemy's SQLite DateTime stores naive UTC text in this format; PostgreSQL takes the datetime.
         self.time = (lambda moment: moment) if postgres else _sqlite_time
+
+    @staticmethod
+    def _insert_item(value: Callable[[str], str], json_value: Callable[[str], str]) -> str:
+        return ("INSERT INTO items (source, key, state, data, created_at, updated_at) "
+                f"VALUES ({value('source')}, {value('key')}, {value('state')}, {json_value('data')}, {value('now')}, "
+                f"{value('now')}) ON CONFLICT (source, key)")
 
 
 @functools.lru_cache(maxsize=8)  # a delivery's time is written three times
@@ -136,16 +143,16 @@ class EventStore:
         source = delivery.source
         dedupe_key = f"{source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
         reason = f"replay of event {replay_of}" if replay_of else None
-        new_item = inserted = None
+        # The item's first state, should it be new: then it is inserted in that state and needs no UPDATE.
+        new_item = source.handler.apply(ItemView(None, {}), event, source.context)
+        item_row = {"source": source.name, "key": event.key, "state": new_item.state,
+                    "data": json.dumps(new_item.data, default=str), "now": self._sql.time(delivery.received_at)}
         if self._sql.lock_item_and_insert_event:
-            new_item = source.handler.apply(ItemView(None, {}), event, source.context)  # if the item is new
             item_id, state, data, event_id, inserted = cursor.one(self._sql.lock_item_and_insert_event, {
                 **self._event_row(delivery, status="accepted", change=event.change, dedupe_key=dedupe_key,
-                                  reason=reason),
-                "key": event.key, "state": new_item.state, "data": json.dumps(new_item.data, default=str),
-                "now": self._sql.time(delivery.received_at)})
+                                  reason=reason), **item_row})
         else:
-            item_id, state, data = self._lock_item(cursor, source.name, event.key, delivery.received_at)
+            item_id, state, data, inserted = self._lock_item(cursor, item_row)
             event_id = self._log(cursor, delivery, status="accepted", item_id=item_id, change=event.change,
                                  dedupe_key=dedupe_key, reason=reason)
         data = data if isinstance(data, dict) else json.loads(data or "{}")
@@ -168,10 +175,12 @@ class EventStore:
         action_ids = add_actions(conn, self._insert, item_id, event_id, requested, delivery.received_at)
         return Recorded("accepted", event_id, reason=reason, item_id=item_id, action_ids=action_ids)
 
-    def _lock_item(self, cursor: _Cursor, source: str, key: str, now: datetime) -> tuple[int, str | None, Any]:
-        item_id, state, data = cursor.one(self._sql.lock_item, {
-            "source": source, "key": key, "state": None, "data": "{}", "now": self._sql.time(now)})
-        return item_id, state, data
+    def _lock_item(self, cursor: _Cursor, item_row: dict[str, Any]) -> tuple[int, str | None, Any, bool]:
+        """SQLite: the item's id, state and data, and whether it was inserted just now."""
+        inserted = cursor.one(self._sql.insert_new_item, item_row)
+        if inserted:
+            return inserted[0], item_row["state"], item_row["data"], True
+        return (*cursor.one(self._sql.find_item, {"source": item_row["source"], "key": item_row["key"]}), False)
 
     def _log(self, cursor: _Cursor, delivery: Delivery, *, status: str, reason: str | None = None,
              item_id: int | None = None, change: str | None = None, dedupe_key: str | None = None,
