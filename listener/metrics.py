@@ -32,6 +32,22 @@ REQUEST_SECONDS = Histogram("listener_webhook_seconds", "Time to answer a webhoo
 
 metrics = Blueprint("metrics", __name__)
 
+# The labelled children, looked up once: labels() takes a lock and builds its key on every call.
+_webhook_counters: dict[tuple[str, str], Counter] = {}
+_webhook_timers: dict[str, Histogram] = {}
+
+
+def count_webhook(source: str, status: str, seconds: float) -> None:
+    """Count one answered webhook and the time its answer took."""
+    counter = _webhook_counters.get((source, status))
+    if counter is None:
+        counter = _webhook_counters[source, status] = EVENTS.labels(source, status)
+    timer = _webhook_timers.get(source)
+    if timer is None:
+        timer = _webhook_timers[source] = REQUEST_SECONDS.labels(source)
+    counter.inc()
+    timer.observe(seconds)
+
 
 class WorkCollector(Collector):
     """Reads the state of the work from the database and Redis at each scrape."""

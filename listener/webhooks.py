@@ -7,12 +7,13 @@ one database transaction (503 if the database cannot take it), then 200.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask_restful import Api, Resource
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -21,7 +22,7 @@ from handlers.base import Rejected, WebhookRequest
 from listener.auth import Forbidden, Unauthorized, check_address, check_token, presented_token
 from listener.body import BadBody, TooLarge, clean_fields, parse_json_object, read_limited
 from listener.db import is_unavailable
-from listener.metrics import EVENTS, REQUEST_SECONDS
+from listener.metrics import count_webhook
 from listener.sources import Source
 from listener.store import Delivery, Recorded
 
@@ -33,7 +34,10 @@ _ERROR_NAMES = {400: "rejected", 401: "unauthorized", 403: "forbidden", 413: "to
                 503: "unavailable"}
 
 
-def error(status: int, message: str, **headers: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+Answer = tuple[dict[str, Any], int, dict[str, str]]  # body, status code, headers
+
+
+def error(status: int, message: str, **headers: str) -> Answer:
     return {"status": "error", "message": message}, status, headers
 
 
@@ -48,15 +52,16 @@ class WebhookResource(Resource):
     def post(self):  # noqa: ANN201
         return self._receive()
 
-    def _receive(self):  # noqa: ANN202
+    def _receive(self) -> Response:
         started = time.perf_counter()
-        answer = self._answer_call()
-        status = answer.get("status", "error") if isinstance(answer, dict) else _ERROR_NAMES.get(answer[1], "error")
-        EVENTS.labels(self.source.name, status).inc()
-        REQUEST_SECONDS.labels(self.source.name).observe(time.perf_counter() - started)
-        return answer
+        body, status, headers = self._answer_call()
+        count_webhook(self.source.name, body["status"] if status == 200 else _ERROR_NAMES.get(status, "error"),
+                      time.perf_counter() - started)
+        # A response of our own, as flask-restful's JSON representation would make it (a dict dumped, then a
+        # newline), without its content negotiation: every answer here is JSON.
+        return Response(json.dumps(body) + "\n", status, headers, mimetype="application/json")
 
-    def _answer_call(self):  # noqa: ANN202
+    def _answer_call(self) -> Answer:
         source = self.source
         try:
             check_address(source.allow_ips, request.remote_addr)
@@ -121,13 +126,13 @@ class WebhookResource(Resource):
         # Parsed whatever Content-Type says: senders differ (seed 003 forces it too).
         return parse_json_object(read_limited(request.stream, limit))
 
-    def _answer(self, recorded: Recorded, outcome: Any) -> dict[str, Any]:
+    def _answer(self, recorded: Recorded, outcome: Any) -> Answer:
         key = getattr(outcome, "key", None)
         log.info("listener.%s.%s endpoint=%s key=%s event=%s actions=%s reason=%s", self.source.name,
                  recorded.status, self.endpoint, key, recorded.event_id, recorded.action_ids, recorded.reason)
         if recorded.status == "ignored":
-            return {"status": "ignored", "reason": recorded.reason, "event_id": recorded.event_id}
-        return {"status": recorded.status, "event_id": recorded.event_id}
+            return {"status": "ignored", "reason": recorded.reason, "event_id": recorded.event_id}, 200, {}
+        return {"status": recorded.status, "event_id": recorded.event_id}, 200, {}
 
 
 def register_webhooks(api: Api, sources: dict[str, Source]) -> None:
