@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from listener.db import writer
 from listener.models import items
@@ -36,7 +35,6 @@ def enter_state(runtime: Runtime, item_id: int, state: str, facts: Mapping[str, 
     state are created once per item.
     """
     engine = writer(runtime.engine)
-    insert_for_dialect = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     now = datetime.now(UTC)
     with engine.begin() as conn:
         row = conn.execute(select(items).where(items.c.id == item_id).with_for_update()).one()
@@ -46,7 +44,7 @@ def enter_state(runtime: Runtime, item_id: int, state: str, facts: Mapping[str, 
         requested = []
         if source is not None:
             requested = workflow_actions(source.handler, [state], data, source.context.workflows)
-        action_ids = add_actions(conn, insert_for_dialect, item_id, event_id, requested, now)
+        action_ids = add_actions(conn, item_id, event_id, requested, now)
     log.info("listener.item.entered item=%s source=%s key=%s state=%s actions=%s",
              item_id, row.source, row.key, state, action_ids)
     if action_ids:

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from handlers.base import ActionRequest, Event, Ignored, ItemView
 from listener.db import Writer
-from listener.models import actions
 from listener.sources import Source
 from listener.workflows import workflow_actions
 
@@ -91,6 +89,22 @@ class _Statements:
             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id) "
             "SELECT item.id, item.state, item.data, (SELECT id FROM event), item.inserted FROM item"
         ) if postgres else None
+        # Actions: a new one is queued, with nothing done yet.
+        self.insert_action = (
+            "INSERT INTO actions (item_id, event_id, kind, target, workflow, once_key, status, attempts, bytes_done, "
+            f"created_at, updated_at) VALUES ({value('item_id')}, {value('event_id')}, {value('kind')}, "
+            f"{value('target')}, {value('workflow')}, {value('once_key')}, 'queued', 0, 0, {value('now')}, "
+            f"{value('now')})"
+        )
+        self.insert_once_action = f"{self.insert_action} ON CONFLICT (item_id, once_key) DO NOTHING RETURNING id"
+        self.insert_action += " RETURNING id"
+        # An identical action still waiting for its first attempt: a repeated request joins it.
+        same = "IS NOT DISTINCT FROM" if postgres else "IS"  # NULL-safe equality
+        self.find_queued_twin = (
+            f"SELECT id FROM actions WHERE item_id = {value('item_id')} AND kind = {value('kind')} "
+            f"AND target = {value('target')} AND workflow {same} {value('workflow')} "
+            "AND status = 'queued' AND attempts = 0 LIMIT 1"
+        )
         # SQLAlchemy's SQLite DateTime stores naive UTC text in this format; PostgreSQL takes the datetime.
         self.time = (lambda moment: moment) if postgres else _sqlite_time
 
@@ -101,6 +115,11 @@ class _Statements:
                 f"{value('now')}) ON CONFLICT (source, key)")
 
 
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(dialect)
+
+
 @functools.lru_cache(maxsize=8)  # a delivery's time is written three times
 def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
@@ -109,9 +128,7 @@ def _sqlite_time(moment: datetime) -> str:
 class EventStore:
     def __init__(self, engine: Engine) -> None:
         self.writer = Writer(engine)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert
-        self._sql = _Statements(engine.dialect.name)
+        self._sql = _statements(engine.dialect.name)
 
     def record(self, delivery: Delivery, outcome: Event | Ignored, *, replay_of: int | None = None) -> Recorded:
         """Record one delivery. ``replay_of``: an admin's replay of that event, past the duplicate check
@@ -134,11 +151,11 @@ class EventStore:
                     reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
                     event_id = self._log(cursor, delivery, status="ignored", reason=reason)
                     return Recorded("ignored", event_id, reason=reason)
-                return self._record_event(conn, cursor, delivery, outcome, replay_of)
+                return self._record_event(cursor, delivery, outcome, replay_of)
             finally:
                 cursor.close()
 
-    def _record_event(self, conn: Connection, cursor: _Cursor, delivery: Delivery, event: Event,
+    def _record_event(self, cursor: _Cursor, delivery: Delivery, event: Event,
                       replay_of: int | None = None) -> Recorded:
         source = delivery.source
         dedupe_key = f"{source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
@@ -172,7 +189,7 @@ class EventStore:
         requested = transition.actions + workflow_actions(
             source.handler, transition.entered, transition.data, source.context.workflows
         )
-        action_ids = add_actions(conn, self._insert, item_id, event_id, requested, delivery.received_at)
+        action_ids = _add_actions(cursor, self._sql, item_id, event_id, requested, delivery.received_at)
         return Recorded("accepted", event_id, reason=reason, item_id=item_id, action_ids=action_ids)
 
     def _lock_item(self, cursor: _Cursor, item_row: dict[str, Any]) -> tuple[int, str | None, Any, bool]:
@@ -230,40 +247,33 @@ class _Cursor:
             self.cursor.close()
 
 
-def add_actions(conn: Connection, insert_for_dialect: Any, item_id: int, event_id: int | None,
-                requested: list[ActionRequest], now: datetime) -> list[int]:
-    """Insert the requested actions that do not exist yet; return the ids of the new ones.
+def add_actions(conn: Connection, item_id: int, event_id: int | None, requested: list[ActionRequest],
+                now: datetime) -> list[int]:
+    """Insert the requested actions that do not exist yet, in ``conn``'s transaction; return the new ids.
 
     ``once`` actions exist at most once per item (a unique constraint backs this);
     others are coalesced with an identical action that is still queued.
     """
+    if not requested:
+        return []
+    cursor = _Cursor(conn)
+    try:
+        return _add_actions(cursor, _statements(conn.dialect.name), item_id, event_id, requested, now)
+    finally:
+        cursor.close()
+
+
+def _add_actions(cursor: _Cursor, sql: _Statements, item_id: int, event_id: int | None,
+                 requested: list[ActionRequest], now: datetime) -> list[int]:
     new_ids = []
     for request in requested:
-        values = dict(item_id=item_id, event_id=event_id, kind=request.kind, target=request.target,
-                      workflow=request.workflow, once_key=request.once, status="queued", attempts=0,
-                      bytes_done=0, created_at=now, updated_at=now)
+        values = {"item_id": item_id, "event_id": event_id, "kind": request.kind, "target": request.target,
+                  "workflow": request.workflow, "once_key": request.once, "now": sql.time(now)}
         if request.once is None:
-            if _queued_twin(conn, item_id, request):
-                continue
-            new_ids.append(conn.execute(insert(actions).values(**values).returning(actions.c.id)).scalar_one())
+            if cursor.one(sql.find_queued_twin, values) is None:
+                new_ids.append(cursor.one(sql.insert_action, values)[0])
             continue
-        stmt = insert_for_dialect(actions).values(**values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["item_id", "once_key"]).returning(actions.c.id)
-        new_id = conn.execute(stmt).scalar()
-        if new_id is not None:
-            new_ids.append(new_id)
+        inserted = cursor.one(sql.insert_once_action, values)
+        if inserted is not None:
+            new_ids.append(inserted[0])
     return new_ids
-
-
-def _queued_twin(conn: Connection, item_id: int, request: ActionRequest) -> bool:
-    twin = select(actions.c.id).where(
-        and_(
-            actions.c.item_id == item_id,
-            actions.c.kind == request.kind,
-            actions.c.target == request.target,
-            actions.c.workflow.is_(None) if request.workflow is None else actions.c.workflow == request.workflow,
-            actions.c.status == "queued",
-            actions.c.attempts == 0,
-        )
-    )
-    return conn.execute(twin.limit(1)).first() is not None
