@@ -11,6 +11,12 @@ from listener.worker import ListenerWorker
 JOBS = 50
 
 
+class ResultlessTestJobsWorker(ListenerWorker):
+    """Ours, with the trivial test job taking the path the outbox's jobs take."""
+
+    RESULTLESS_FUNCTIONS = frozenset({"os.getpid"})
+
+
 def run_burst(redis_url: str, worker_class: type[SimpleWorker], jobs: int = JOBS) -> tuple[Queue, dict[str, int]]:
     """Run ``jobs`` trivial jobs with a fresh worker; the queue, and the Redis commands it took, by name."""
     connection = redis.Redis.from_url(redis_url)
@@ -24,21 +30,46 @@ def run_burst(redis_url: str, worker_class: type[SimpleWorker], jobs: int = JOBS
     return queue, {name: after[name] - before.get(name, 0) for name in after}
 
 
+def leftovers(queue: Queue) -> tuple[dict[str, str], dict[str, str]]:
+    """What a burst left in Redis: every key and its type (the worker's name made generic), and the worker's
+    counters."""
+    connection = queue.connection
+    keys, counters = {}, {}
+    for key in connection.scan_iter():
+        name = key.decode()
+        if name.startswith("rq:worker:"):
+            counters = {field: connection.hget(key, field).decode()
+                        for field in ("successful_job_count", "failed_job_count") if connection.hexists(key, field)}
+            name = "rq:worker:<name>"
+        keys[name] = connection.type(key).decode()
+    return keys, counters
+
+
 def _calls(connection: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): stats["calls"]
             for name, stats in connection.info("commandstats").items()}
 
 
 def test_the_same_jobs_run_with_fewer_redis_round_trips_than_rqs_worker(redis_url):
-    queue, ours = run_burst(redis_url, ListenerWorker)
+    queue, ours = run_burst(redis_url, ResultlessTestJobsWorker)
     assert (queue.count, queue.failed_job_registry.count) == (0, 0)
-    _, rqs = run_burst(redis_url, SimpleWorker)
+    ours_left = leftovers(queue)
+    queue, rqs = run_burst(redis_url, SimpleWorker)
+    # The same end state: no job hash, execution or registry entry left, the same counts of jobs done.
+    assert ours_left == leftovers(queue)
+    assert ours_left[1] == {"successful_job_count": str(JOBS)}
     # RQ's worker beats (EXPIRE + HSET) before and after every dequeue, checks for `rq suspend` (EXISTS)
     # before it and sets its state to idle twice per job; ours does the first two at most once a second
-    # and the last once. (Measured: 2,996 commands for 50 jobs against 2,394.)
+    # and the last once. After a job, RQ watches and reads its dependents, reads its status up to three
+    # times and its executions twice; ours writes the same outcome in one pipeline. (Measured: 2,996
+    # commands for 50 jobs against 1,593.)
     assert rqs["exists"] - ours["exists"] >= JOBS - 5
     assert rqs["expire"] - ours["expire"] >= 3 * JOBS
     assert rqs["hset"] - ours["hset"] >= 4 * JOBS
+    assert (rqs["watch"], rqs["smembers"] - ours.get("smembers", 0)) == (JOBS, JOBS)
+    assert rqs["hget"] - ours.get("hget", 0) >= 3 * JOBS
+    assert rqs["zrange"] - ours.get("zrange", 0) >= 2 * JOBS
+    assert ours.get("watch", 0) == 0
 
 
 def test_rq_per_job_info_lines_are_left_out_and_its_other_lines_kept(redis_url, caplog):
