@@ -163,6 +163,16 @@ def curl_download(url: str, out: Path, timeout: float) -> float:
     return timed(["curl", "-sS", "--fail", "-o", str(out), url], timeout)
 
 
+def settle_disk() -> None:
+    """Write out whatever earlier steps left dirty (the source file, deleted files' blocks) before a round.
+
+    Without it each round inherited a different backlog: vsftpd took the same
+    1 GiB upload at 287 MB/s right after the source file was written and at
+    1,091 MB/s two steps later, and the mean of curl's runs swung with it.
+    """
+    os.sync()
+
+
 def make_durable(path: Path) -> None:
     """fsync ``path``, as the listener's download does before its file is pushed."""
     with open(path, "rb") as file:
@@ -297,6 +307,7 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
         curls: dict[str, list[float]] = {"download": [], "ftp_push": []}
 
         def reference_round() -> None:
+            settle_disk()
             # curl does what the listener does, in the same order: download, then push what it downloaded.
             # Its download time is curl's alone (no fsync). Before its push the file is fsynced, untimed,
             # as the listener's download is: each push then starts with the disk in the same state. (Pushed
@@ -316,6 +327,7 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
         if download_missing is None:
             say("transfers: listener download" + (" + ftp_push" if push_missing is None else ""))
             wanted_push = push in parts and push_missing is None
+            settle_disk()
             listener = listener_transfers(options, _subdir(workdir, "listener"),
                                           source, nginx_port, ftp_port if wanted_push else None, ftp_root)
             say("transfers: curl reference again")
