@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 from rq import Queue, SimpleWorker
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
+from rq.utils import now
 
 from listener.logs import configure_logging
 from listener.outbox import JOB_FUNCTION, Dispatcher, Outbox
@@ -72,6 +73,18 @@ class ListenerWorker(SimpleWorker):
             self._last_beat = time.monotonic()
         super().heartbeat(timeout, pipeline)
 
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ records the job's last heartbeat in its hash when it ends, a round trip; an outbox job that
+        succeeded is deleted a moment later, so for those the end time is all that is kept."""
+        if self._resultless(job) and job.get_status(refresh=False) != JobStatus.FAILED:
+            job.ended_at = now()
+            return
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
+
+    def _resultless(self, job: Job) -> bool:
+        return (job.func_name in self.RESULTLESS_FUNCTIONS and job.get_result_ttl(self.default_result_ttl) == 0
+                and not job.repeats_left and not job.group_id)
+
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry) -> None:
         """RQ's bookkeeping after a job succeeded, in one pipeline, for jobs that keep no result.
 
@@ -84,8 +97,7 @@ class ListenerWorker(SimpleWorker):
         and dependency keys deleted (``tests/test_worker.py`` compares what both
         leave in Redis). Any other job takes RQ's own path.
         """
-        if job.func_name not in self.RESULTLESS_FUNCTIONS or job.get_result_ttl(self.default_result_ttl) != 0 \
-                or job.repeats_left or job.group_id:
+        if not self._resultless(job):
             super().handle_job_success(job, queue, started_job_registry)
             return
         with self.connection.pipeline() as pipeline:
