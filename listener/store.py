@@ -172,7 +172,6 @@ class EventStore:
             item_id, state, data, inserted = self._lock_item(cursor, item_row)
             event_id = self._log(cursor, delivery, status="accepted", item_id=item_id, change=event.change,
                                  dedupe_key=dedupe_key, reason=reason)
-        data = data if isinstance(data, dict) else json.loads(data or "{}")
         if event_id is None:  # a new item has no events yet, so this is an item that existed
             original = cursor.one(self._sql.find_event, {"dedupe_key": dedupe_key})[0]
             self._log(cursor, delivery, status="duplicate", item_id=item_id, change=event.change,
@@ -182,6 +181,7 @@ class EventStore:
         if inserted:
             transition = new_item  # inserted in that state already
         else:
+            data = data if isinstance(data, dict) else json.loads(data or "{}")  # SQLite's JSON is text
             transition = source.handler.apply(ItemView(state, data), event, source.context)
             cursor.run(self._sql.update_item, {
                 "state": transition.state, "data": json.dumps(transition.data, default=str),
