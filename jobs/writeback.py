@@ -42,4 +42,3 @@ def start_writeback(file: BinaryIO, start: int, end: int) -> None:
     file.flush()
     # A failure only means the final fsync has more to do: nothing to report.
     _sync_file_range(file.fileno(), start, end - start, _SYNC_FILE_RANGE_WRITE)
-
