@@ -66,6 +66,11 @@ def asset_events(asset_id: str) -> tuple[dict, dict]:
     return create, proxy
 
 
+def iconik_path(event: dict) -> str:
+    """The endpoint an iconik payload of ``asset_events`` is posted to."""
+    return "/create" if event["realm"] == "entity" else "/proxy"
+
+
 def config_for(iconik_api: RecordingServer) -> dict[str, Any]:
     """The test config with iconik's API pointing at a local stand-in."""
     config = base_config()

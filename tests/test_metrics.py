@@ -5,7 +5,7 @@ import re
 
 import requests
 
-from tests.conftest import TOKENS, asset_events, config_for, load_fixture
+from tests.conftest import TOKENS, asset_events, config_for, iconik_path, load_fixture
 from tests.support.processes import ListenerProcesses
 
 
@@ -40,7 +40,7 @@ def test_metrics_sum_over_gunicorn_workers_and_read_the_work(tmp_path, database_
         session = requests.Session()  # new connections spread the calls over both gunicorn workers
         for index in range(6):
             for event in asset_events(f"m-{index}"):
-                path = "/create" if event["realm"] == "entity" else "/proxy"
+                path = iconik_path(event)
                 answer = requests.post(processes.url + path, json=event, timeout=10,
                                        headers={"Authorization": f"Bearer {TOKENS['iconik']}"})
                 assert answer.status_code == 200

@@ -8,7 +8,7 @@ from sqlalchemy.exc import OperationalError
 
 import jobs.runner
 from listener.outbox import Dispatcher, Outbox
-from tests.conftest import asset_events, config_for, rows, run_jobs
+from tests.conftest import asset_events, config_for, iconik_path, rows, run_jobs
 from tests.support.backends import RedisServer
 from tests.support.processes import ListenerProcesses
 
@@ -41,7 +41,7 @@ def test_redis_down_then_back_hands_every_action_over_once(start_listener, iconi
     own_redis.stop()
     for index in range(5):
         for event in asset_events(f"asset-{index}"):
-            answer = live.post(event["realm"] == "entity" and "/create" or "/proxy", event)
+            answer = live.post(iconik_path(event), event)
             assert answer.status_code == 200, answer.text
     assert [a["status"] for a in rows(live.runtime, "actions")] == ["queued"] * 5
 
@@ -60,7 +60,7 @@ def test_dispatcher_leaves_fresh_actions_to_the_request_path(start_listener, ico
     live = start_listener(config_for(iconik_api), redis_url=own_redis.url)
     own_redis.stop()
     for event in asset_events("asset-x"):
-        live.post(event["realm"] == "entity" and "/create" or "/proxy", event)
+        live.post(iconik_path(event), event)
     own_redis.start()
     dispatcher = Dispatcher(live.runtime.engine, Outbox(redis.Redis.from_url(own_redis.url), "listener-test"),
                             grace=3600)
@@ -76,7 +76,7 @@ def test_processes_redis_down_every_200_gets_its_work_once(tmp_path, database_ur
         acknowledged = 0
         for index in range(10):
             for event in asset_events(f"asset-{index}"):
-                path = "/create" if event["realm"] == "entity" else "/proxy"
+                path = iconik_path(event)
                 answer = processes_post(processes, path, event)
                 assert answer.status_code == 200, answer.text
                 acknowledged += 1
@@ -107,7 +107,7 @@ def test_an_action_whose_job_failed_before_claiming_it_is_handed_over_again(star
                                                                             monkeypatch):
     live = start_listener(config_for(iconik_api))
     for event in asset_events("asset-1"):
-        live.post(event["realm"] == "entity" and "/create" or "/proxy", event)
+        live.post(iconik_path(event), event)
     claim = jobs.runner.claim
 
     def unreachable(*_args):

@@ -9,13 +9,13 @@ from sqlalchemy import update
 
 from listener.models import actions
 from listener.outbox import Dispatcher, Outbox
-from tests.conftest import asset_events, config_for, rows
+from tests.conftest import asset_events, config_for, iconik_path, rows
 from tests.support.peers import RecordingServer
 
 
 def running_action(live, attempts: int, heartbeat_age: float) -> dict:
     for event in asset_events("asset-r"):
-        live.post("/create" if event["realm"] == "entity" else "/proxy", event)
+        live.post(iconik_path(event), event)
     [action] = rows(live.runtime, "actions")
     Queue(live.runtime.settings.queue_name, connection=live.runtime.redis()).empty()
     with live.runtime.engine.begin() as conn:

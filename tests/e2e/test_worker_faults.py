@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from listener.db import get_engine
 from listener.models import actions
-from tests.conftest import TOKENS, asset_events, config_for
+from tests.conftest import TOKENS, asset_events, config_for, iconik_path
 from tests.support.peers import RecordingServer
 from tests.support.processes import ListenerProcesses
 
@@ -23,7 +23,7 @@ def slow_iconik():
 
 def post_asset(processes: ListenerProcesses, asset_id: str) -> None:
     for event in asset_events(asset_id):
-        path = "/create" if event["realm"] == "entity" else "/proxy"
+        path = iconik_path(event)
         answer = requests.post(processes.url + path, json=event, timeout=10,
                                headers={"Authorization": f"Bearer {TOKENS['iconik']}"})
         assert answer.status_code == 200

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from jobs.heartbeat import heartbeat
 from listener.db import as_utc
 from listener.models import actions
-from tests.conftest import asset_events, config_for, rows
+from tests.conftest import asset_events, config_for, iconik_path, rows
 
 INTERVAL = 0.1
 STALE = datetime.now(UTC) - timedelta(hours=1)
@@ -19,7 +19,7 @@ STALE = datetime.now(UTC) - timedelta(hours=1)
 def running_actions(live, count: int) -> list[int]:
     for number in range(count):
         for event in asset_events(f"asset-hb-{number}"):
-            live.post("/create" if event["realm"] == "entity" else "/proxy", event)
+            live.post(iconik_path(event), event)
     ids = [action["id"] for action in rows(live.runtime, "actions")]
     with live.runtime.engine.begin() as conn:
         conn.execute(update(actions).values(status="running", attempts=1, updated_at=STALE))
