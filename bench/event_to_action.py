@@ -10,6 +10,7 @@ actions ``done``.
 """
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from common import (
     wait_for_port,
     write_config,
 )
+from cpuacct import CpuMeter, postgres_backends
 from ingest import database_url, iconik_config
 from loadgen import run_pairs
 from report import PartResult, Target, fmt
@@ -71,7 +73,7 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
     assets = options.assets
     procs = Processes(workdir)
     try:
-        redis_url, _ = start_redis(procs)
+        redis_url, redis_pid = start_redis(procs)
         stub_port = free_port()
         stub = procs.start("iconik-stub", [PYTHON, str(Path(__file__).with_name("iconik_stub.py")),
                                            "--port", str(stub_port)])
@@ -81,7 +83,7 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
         config = write_config(workdir / "listener.yaml", iconik_config(f"http://127.0.0.1:{stub_port}"))
         env = listener_env(workdir=workdir, database_url=url, redis_url=redis_url, config_path=config, port=port)
         migrate(env)
-        start_gunicorn(procs, "gunicorn", "wsgi:app", env, port)
+        web = start_gunicorn(procs, "gunicorn", "wsgi:app", env, port)
         workers = [procs.start(f"worker-{index + 1}", [PYTHON, "-m", "listener", "worker"], env=env)
                    for index in range(WORKERS)]
         wait_for_workers(redis_url, WORKERS)
@@ -96,6 +98,16 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
         http_json("GET", f"http://127.0.0.1:{port}/healthz")  # at least one gunicorn worker has booted
 
         limit = options.e2a_limit or max(60.0, assets / 10.0)  # bounded: 5,000 assets give up after 500 s
+        backends = (lambda: postgres_backends(options.postgres_admin_url, options.postgres_database)) \
+            if database == "postgresql" else (lambda: [])
+        # CPU of each part of the pipeline: which one the rate is bound by (a profile says where, this how much).
+        meters = {"web": CpuMeter(trees=[web.pid]), "workers": CpuMeter(trees=[w.pid for w in workers]),
+                  "redis": CpuMeter(processes=[redis_pid]), "iconik stand-in": CpuMeter(processes=[stub.pid])}
+        if database == "postgresql":
+            meters["postgresql"] = CpuMeter()
+        for name, meter in meters.items():
+            meter.start(backends() if name == "postgresql" else ())
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         wrk, posts_done = run_pairs(f"http://127.0.0.1:{port}", assets=assets, connections=options.connections,
                                     salt=7000, limit_s=limit)
@@ -105,6 +117,9 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
             time.sleep(0.2)
             stats = stub_stats(stub_port)
         stopped = time.monotonic()
+        cpu_s = {name: meter.stop(backends() if name == "postgresql" else ()) for name, meter in meters.items()}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s["wrk"] = (children.ru_utime + children.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
         stats = stub_stats(stub_port, full=True)
         for profiler in profilers:
             procs.interrupt(profiler)
@@ -127,6 +142,7 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
             "all_arrived_s": (stats["last"] - started) if all_arrived else None,
             "done_actions": done,
             "arrivals_s": [round(t - started, 4) for t in stats.get("arrivals", [])],
+            "cpu_s": cpu_s,
         }
     finally:
         procs.stop_all()
@@ -169,6 +185,11 @@ def run(options: Any, scratch: Path) -> PartResult:
             fmt(rate, 0) + ("" if total else " (partial)"), fmt(steady, 0),
             f"{figures['analysis_requests']:,}", f"{figures['done_actions']:,}",
         ])
+        cpu = figures["cpu_s"]
+        part.notes.append(f"{database}: CPU ms per asset (2 webhooks, 1 analysis) from first webhook to last analysis: "
+                          + ", ".join(f"{name} {1000 * used / figures['assets']:.2f}" for name, used in cpu.items())
+                          + f"; in all {1000 * sum(cpu.values()) / figures['assets']:.2f} "
+                          f"(2 cores give {2000 * figures['waited_s'] / figures['assets']:.2f})")
         if not posting:
             part.notes.append(f"{database}: only {figures['posts_answered']:,} of {figures['posts']:,} webhooks were "
                               f"answered within the {figures['limit_s']:g} s limit")
