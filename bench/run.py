@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2a-limit", type=float,
                         help="give up event to action after this many seconds (default assets / 10, at least 60)")
     parser.add_argument("--file-size", type=size, help="file for download and FTP push (default 1G)")
+    parser.add_argument("--transfer-rounds", type=int,
+                        help="download and FTP push: rounds of curl and the listener, alternating who goes first "
+                             "(default 3; 2 with --quick)")
     parser.add_argument("--postgres-url", dest="postgres_admin_url",
                         default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="a PostgreSQL URL allowed to create databases")
@@ -101,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     options.warmup = options.warmup or (1.0 if quick else 3.0)
     options.assets = options.assets or (200 if quick else 5000)
     options.file_size = options.file_size or (32 * 1024**2 if quick else 1024**3)
+    options.transfer_rounds = options.transfer_rounds or (2 if quick else 3)
     options.parts = options.only
     return options
 

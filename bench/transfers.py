@@ -5,9 +5,11 @@ the file (``download: true``, ``allow_private_hosts: true``), the download
 action fetches it from nginx; a workflow then pushes it to vsftpd with the
 ftp_push action. Each action's time is its own (started_at to finished_at in
 the transfer log), measured against ``curl`` moving the same file to the same
-place before and after it (their mean). One worker process runs the jobs and
-is watched for peak memory (``memwatch``; a horse, if the worker forks one per
-job, is watched instead).
+place. There are several rounds, each a curl run and a listener run, and they
+alternate who goes first; the medians are compared. The listener runs once for
+all rounds, each round announcing a new file id. One worker process runs the
+jobs and is watched for peak memory (``memwatch``; a horse, if the worker forks
+one per job, is watched instead).
 
 Both parts need job modules that may not exist yet: without ``jobs/download.py``
 (or ``jobs/ftp_push.py``) the part says so and measures only curl.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import statistics
 import subprocess
 import time
 from datetime import datetime
@@ -193,97 +196,112 @@ def _epoch(value: str | None) -> float | None:
     return datetime.fromisoformat(value).timestamp() if value else None
 
 
-def wait_for_action(base_url: str, kind: str, timeout: float) -> dict[str, Any]:
+def wait_for_action(base_url: str, kind: str, seen: set[int], timeout: float) -> dict[str, Any]:
+    """The first finished action of ``kind`` whose id is not in ``seen`` (the earlier rounds' actions)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = admin_list(base_url, f"/api/actions?kind={kind}")
-        finished = [row for row in rows if row["status"] in ("done", "failed")]
+        finished = [row for row in rows if row["status"] in ("done", "failed") and row["id"] not in seen]
         if finished:
+            seen.add(finished[0]["id"])
             return finished[0]
         time.sleep(0.2)
     raise BenchError(f"no {kind} action finished within {timeout:g}s")
 
 
-def listener_transfers(options: Any, workdir: Path, source_file: Path, nginx_port: int, ftp_port: int | None,
-                       ftp_root: Path) -> dict[str, Any]:
-    """One scoopa file through download (and ftp_push when ``ftp_port``): the actions, the peak memory."""
-    procs = Processes(workdir)
-    try:
-        redis_url, _ = start_redis(procs)
+class ListenerRig:
+    """The listener (gunicorn and one worker) on SQLite, started once for every round of the transfer parts.
+
+    Each round posts a scoopa webhook for a new file id, so the same file is
+    downloaded again under a new name and pushed again.
+    """
+
+    def __init__(self, options: Any, workdir: Path, nginx_port: int, ftp_port: int | None, ftp_root: Path) -> None:
+        self.workdir, self.nginx_port, self.ftp_port, self.ftp_root = workdir, nginx_port, ftp_port, ftp_root
+        self.procs = Processes(workdir)
+        self.seen: dict[str, set[int]] = {"download": set(), "ftp_push": set()}
+        self.kinds = ["download"] + (["ftp_push"] if ftp_port is not None else [])
+
+    def start(self) -> ListenerRig:
+        redis_url, _ = start_redis(self.procs)
         port = free_port()
         config: dict[str, Any] = {
-            "download_dir": str(workdir / "downloads"),
+            "download_dir": str(self.workdir / "downloads"),
             "sources": {"scoopa": {"token": HOOK_TOKEN, "download": True, "allow_private_hosts": True}},
         }
-        if ftp_port is not None:
-            config["ftp_servers"] = {"bench": {"host": "127.0.0.1", "port": ftp_port, "username": FTP_USER,
+        if self.ftp_port is not None:
+            config["ftp_servers"] = {"bench": {"host": "127.0.0.1", "port": self.ftp_port, "username": FTP_USER,
                                                "password": FTP_PASSWORD, "passive": True}}
             config["workflows"] = [{"name": "bench-push", "source": "scoopa", "action": "ftp_push",
                                     "ftp_server": "bench", "target_dir": "/incoming"}]
-        config_path = write_config(workdir / "listener.yaml", config)
-        database = f"sqlite:///{workdir / 'var' / 'listener.db'}"
-        env = listener_env(workdir=workdir, database_url=database, redis_url=redis_url, config_path=config_path,
-                           port=port)
+        config_path = write_config(self.workdir / "listener.yaml", config)
+        database = f"sqlite:///{self.workdir / 'var' / 'listener.db'}"
+        env = listener_env(workdir=self.workdir, database_url=database, redis_url=redis_url,
+                           config_path=config_path, port=port)
         migrate(env)
-        start_gunicorn(procs, "gunicorn", "wsgi:app", env, port)
-        worker = procs.start("worker", [PYTHON, "-m", "listener", "worker"], env=env)
+        start_gunicorn(self.procs, "gunicorn", "wsgi:app", env, port)
+        self.worker = self.procs.start("worker", [PYTHON, "-m", "listener", "worker"], env=env)
         wait_for_workers(redis_url, 1)
         time.sleep(2)  # the worker starts its scheduler process after registering; the watch ignores it
-        watch = HorseWatch(worker.pid).start()
-        base = f"http://127.0.0.1:{port}"
+        self.watch = HorseWatch(self.worker.pid).start()
+        self.base = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if getattr(self, "watch", None) is not None:
+            self.watch.stop()
+        self.procs.stop_all()
+
+    def round(self, number: int, source_file: Path) -> dict[str, Any]:
+        """One file through download (and ftp_push): each action's figures; the files are removed after."""
         size = source_file.stat().st_size
-        payload = {"origin": "scoopa", "platform": "mediapool", "file_id": 1, "file_name": "bench_NEWS_1.mxf",
+        name = f"bench_NEWS_{number}.mxf"
+        payload = {"origin": "scoopa", "platform": "mediapool", "file_id": number, "file_name": name,
                    "file_type": "video/mxf", "file_size_in_bytes": size, "folder_id": 62251,
-                   "folder_name": "News", "download_url": f"http://127.0.0.1:{nginx_port}/{source_file.name}"}
+                   "folder_name": "News", "download_url": f"http://127.0.0.1:{self.nginx_port}/{source_file.name}"}
         posted = time.time()
-        status, answer = http_json("POST", f"{base}/scoopa", payload, headers={"X-Listener-Token": HOOK_TOKEN})
+        status, answer = http_json("POST", f"{self.base}/scoopa", payload, headers={"X-Listener-Token": HOOK_TOKEN})
         if status != 200 or answer.get("status") != "accepted":
             raise BenchError(f"POST /scoopa answered {status}: {answer}")
         limit = max(120.0, size / MIB)  # bounded: a 1 GiB file gives up after ~17 min
-        results: dict[str, Any] = {"posted": posted, "worker": worker.pid}
-        kinds = ["download"] + (["ftp_push"] if ftp_port is not None else [])
-        try:
-            for kind in kinds:
-                action = wait_for_action(base, kind, limit)
-                start, end = _epoch(action["started_at"]), _epoch(action["finished_at"])
-                process = watch.job_process(start, end) if start and end else None
-                results[kind] = {
-                    "status": action["status"], "error": action["error"], "attempts": action["attempts"],
-                    "seconds": (end - start) if start and end else None,
-                    "after_webhook_s": (end - posted) if end else None,
-                    "bytes_done": action["bytes_done"], "bytes_total": action["bytes_total"],
-                    "job_peak_rss_mib": process.peak_rss_kib / 1024 if process else None,
-                    "job_start_rss_mib": process.start_rss_kib / 1024 if process else None,
-                    "job_peak_private_mib": process.peak_private_kib / 1024 if process else None,
-                }
-                if action["status"] != "done":
-                    break
-        finally:
-            watch.stop()
-        results["worker_peak_rss_mib"] = watch.worker_peak_kib / 1024
-        results["horses"] = [vars(horse) for horse in watch.horses.values()]
-        downloaded = [p for p in (workdir / "downloads").glob("*") if p.is_file()]
+        results: dict[str, Any] = {"posted": posted, "name": name}
+        for kind in self.kinds:
+            action = wait_for_action(self.base, kind, self.seen[kind], limit)
+            start, end = _epoch(action["started_at"]), _epoch(action["finished_at"])
+            process = self.watch.job_process(start, end) if start and end else None
+            results[kind] = {
+                "status": action["status"], "error": action["error"], "attempts": action["attempts"],
+                "seconds": (end - start) if start and end else None,
+                "after_webhook_s": (end - posted) if end else None,
+                "bytes_done": action["bytes_done"], "bytes_total": action["bytes_total"],
+                "job_peak_rss_mib": process.peak_rss_kib / 1024 if process else None,
+                "job_start_rss_mib": process.start_rss_kib / 1024 if process else None,
+                "job_peak_private_mib": process.peak_private_kib / 1024 if process else None,
+            }
+            if action["status"] != "done":
+                break
+        downloaded = [p for p in (self.workdir / "downloads").glob("*") if p.is_file()]
         results["downloaded_sizes"] = [p.stat().st_size for p in downloaded]
-        for path in downloaded:
-            path.unlink()
-        pushed = [p for p in (ftp_root / "incoming").glob("*") if p.is_file()]
+        pushed = [p for p in (self.ftp_root / "incoming").glob("*") if p.is_file()]
         results["pushed"] = {p.name: p.stat().st_size for p in pushed}
-        for path in pushed:
+        for path in downloaded + pushed:
             path.unlink()
+        results["worker_peak_rss_mib"] = self.watch.worker_peak_kib / 1024
         return results
-    finally:
-        procs.stop_all()
 
 
 def run(options: Any, scratch: Path) -> list[PartResult]:
     size = options.file_size
     label = f"{size / MIB / 1024:g} GiB" if size >= 1024 * MIB else f"{size / MIB:g} MiB"
+    rounds = options.transfer_rounds
     download = PartResult(
-        key="download", title=f"3. Download: a {label} file from a local nginx on loopback, to local disk",
-        columns=["transfer", "time s", "MiB/s", "vs curl", "job peak RSS MiB", "job private MiB"])
+        key="download", title=f"3. Download: a {label} file from a local nginx on loopback, to local disk, "
+                              f"{rounds} rounds",
+        columns=["transfer", "median s", "MiB/s", "vs curl", "each round s", "job peak RSS MiB", "job private MiB"])
     push = PartResult(
-        key="ftp-push", title=f"4. FTP push: the same {label} file to a local vsftpd (passive), on loopback",
-        columns=["transfer", "time s", "MiB/s", "vs curl", "job peak RSS MiB", "job private MiB"])
+        key="ftp-push", title=f"4. FTP push: the same {label} file to a local vsftpd (passive), on loopback, "
+                              f"{rounds} rounds",
+        columns=["transfer", "median s", "MiB/s", "vs curl", "each round s", "job peak RSS MiB", "job private MiB"])
     parts = [p for p in (download, push) if p.key in options.parts]
     download_missing, push_missing = missing_module("download"), missing_module("ftp_push")
 
@@ -297,6 +315,9 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
     make_file(source, size)
     procs = Processes(workdir)
     timeout = max(120.0, size / MIB)
+    curls: dict[str, list[float]] = {"download": [], "ftp_push": []}
+    listener_rounds: list[dict[str, Any]] = []
+    rig: ListenerRig | None = None
     try:
         nginx_port = start_nginx(procs, files, workdir)
         ftp_root = workdir / "ftp"
@@ -304,15 +325,11 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
         url = f"http://127.0.0.1:{nginx_port}/{source.name}"
         curl_out = workdir / "curl-download.bin"
         timed(["curl", "-sS", "--fail", "-o", "/dev/null", url], timeout)  # warm the page cache
-        curls: dict[str, list[float]] = {"download": [], "ftp_push": []}
 
-        def reference_round() -> None:
-            settle_disk()
+        def curl_round() -> None:
             # curl does what the listener does, in the same order: download, then push what it downloaded.
             # Its download time is curl's alone (no fsync). Before its push the file is fsynced, untimed,
-            # as the listener's download is: each push then starts with the disk in the same state. (Pushed
-            # with nothing written before, curl -T measured 0.8 to 1.0 s for 1 GiB here; pushed after a
-            # durable 1 GiB download, vsftpd's own writes are slowed by the disk's backlog, for both.)
+            # as the listener's download is: each push then starts with the disk in the same state.
             elapsed = curl_download(url, curl_out, timeout)
             if download in parts:
                 curls["download"].append(elapsed)
@@ -321,22 +338,30 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
                 curls["ftp_push"].append(curl_upload(curl_out, ftp_port, "curl-ref.bin", ftp_root, timeout))
             curl_out.unlink(missing_ok=True)
 
-        say("transfers: curl reference")
-        reference_round()
-        listener: dict[str, Any] = {}
         if download_missing is None:
-            say("transfers: listener download" + (" + ftp_push" if push_missing is None else ""))
             wanted_push = push in parts and push_missing is None
-            settle_disk()
-            listener = listener_transfers(options, _subdir(workdir, "listener"),
-                                          source, nginx_port, ftp_port if wanted_push else None, ftp_root)
-            say("transfers: curl reference again")
-            reference_round()
+            rig = ListenerRig(options, _subdir(workdir, "listener"), nginx_port,
+                              ftp_port if wanted_push else None, ftp_root).start()
+        # Rounds alternate who goes first (curl, listener; listener, curl; ...). The disk's state differs from
+        # one step to the next (the same curl -T took 0.9 s and 2.9 s at two places of one sequence), so a fixed
+        # order would charge that to whoever always stands at the slow place.
+        for number in range(1, rounds + 1):
+            order = ("curl", "listener") if number % 2 else ("listener", "curl")
+            for who in order:
+                settle_disk()
+                if who == "curl":
+                    say(f"transfers: round {number}, curl")
+                    curl_round()
+                elif rig is not None:
+                    say(f"transfers: round {number}, listener download" + (" + ftp_push" if rig.ftp_port else ""))
+                    listener_rounds.append(rig.round(number, source))
     except BenchError as error:
         for part in parts:
             part.notes.append(f"failed: {error}")
         return parts
     finally:
+        if rig is not None:
+            rig.stop()
         procs.stop_all()
         source.unlink(missing_ok=True)
 
@@ -344,46 +369,61 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
         if part not in parts:
             continue
         times = curls[kind]
-        reference = sum(times) / len(times) if times else None
+        reference = statistics.median(times) if times else None
         if reference is not None:
-            part.rows.append([f"curl{' -T' if kind == 'ftp_push' else ''} (mean of {len(times)})",
-                              fmt(reference, 2), fmt(size / MIB / reference, 0), "1.00x", "", ""])
-        figures = listener.get(kind)
+            part.rows.append([f"curl{' -T' if kind == 'ftp_push' else ''}", fmt(reference, 2),
+                              fmt(size / MIB / reference, 0), "1.00x", _each(times), "", ""])
+        part.raw["curl_s"] = times
         if missing or (kind == "ftp_push" and download_missing):
             reason = missing or f"needs the download first: {download_missing}"
-            part.rows.append([f"listener {kind} action", reason, "", "", "", ""])
+            part.rows.append([f"listener {kind} action", reason, "", "", "", "", ""])
             part.notes.append(f"listener {kind}: {reason}")
             part.targets += [Target(f"{kind}: time vs curl", None, "<=", 1.05, "x", note=reason),
                              Target(f"{kind}: job peak RSS", None, "<=", 64.0, " MiB", note=reason)]
             continue
-        if figures is None:
+        figures = [result[kind] for result in listener_rounds if kind in result]
+        part.raw["listener"] = figures
+        failed = [f for f in figures if f["status"] != "done"]
+        for figure in failed:
+            part.notes.append(f"listener {kind}: {figure['status']} after {figure['attempts']} attempt(s): "
+                              f"{figure['error']}")
+        if not figures:
             part.notes.append(f"listener {kind}: no action ran (the download before it did not finish)")
-            continue
-        part.raw["listener"] = {**figures, "horses": listener.get("horses")}
-        part.raw["curl_s"] = times
-        seconds = figures["seconds"]
-        ratio = seconds / reference if seconds and reference else None
-        part.rows.append([f"listener {kind} action ({figures['status']})", fmt(seconds, 2),
-                          fmt(size / MIB / seconds, 0) if seconds else "-", f"{ratio:.2f}x" if ratio else "-",
-                          fmt(figures["job_peak_rss_mib"], 1), fmt(figures["job_peak_private_mib"], 1)])
-        if figures["status"] != "done":
-            part.notes.append(f"listener {kind}: {figures['status']} after {figures['attempts']} attempt(s): "
-                              f"{figures['error']}")
-        part.notes.append(f"listener {kind}: RSS {fmt(figures['job_start_rss_mib'], 1)} MiB when the action "
-                          f"started; worker peak RSS {fmt(listener.get('worker_peak_rss_mib'), 1)} MiB (job peak "
-                          "RSS: the worker's own when it runs jobs itself, else the work horse's)")
-        ok = figures["status"] == "done"
+        seconds = [f["seconds"] for f in figures if f["status"] == "done" and f["seconds"]]
+        ok = bool(seconds) and not failed and len(figures) == len(listener_rounds)
+        median = statistics.median(seconds) if seconds else None
+        ratio = median / reference if median and reference else None
+        peak = max((f["job_peak_rss_mib"] for f in figures if f["job_peak_rss_mib"] is not None), default=None)
+        private = max((f["job_peak_private_mib"] for f in figures if f["job_peak_private_mib"] is not None),
+                      default=None)
+        part.rows.append([f"listener {kind} action" + ("" if ok else " (not all done)"), fmt(median, 2),
+                          fmt(size / MIB / median, 0) if median else "-", f"{ratio:.2f}x" if ratio else "-",
+                          _each(seconds), fmt(peak, 1), fmt(private, 1)])
+        if figures:
+            part.notes.append(f"listener {kind}: RSS {fmt(figures[0]['job_start_rss_mib'], 1)} MiB when the first "
+                              f"action started; worker peak RSS {fmt(listener_rounds[-1]['worker_peak_rss_mib'], 1)} "
+                              "MiB over all rounds (job peak RSS: the worker's own when it runs jobs itself, else the "
+                              "work horse's)")
         part.targets += [
-            Target(f"{kind}: time vs curl", ratio if ok else None, "<=", 1.05, "x"),
-            Target(f"{kind}: job peak RSS", figures["job_peak_rss_mib"] if ok else None, "<=", 64.0, " MiB",
+            Target(f"{kind}: time vs curl", ratio if ok else None, "<=", 1.05, "x",
+                   note=f"median of {len(seconds)} rounds against curl's median of {len(times)}"),
+            Target(f"{kind}: job peak RSS", peak if ok else None, "<=", 64.0, " MiB",
                    note="VmHWM of the process that ran the job"),
         ]
-    if listener:
-        if listener.get("downloaded_sizes") and listener["downloaded_sizes"] != [size]:
-            download.notes.append(f"downloaded file sizes {listener['downloaded_sizes']}, expected [{size}]")
-        if push in parts and push_missing is None and listener.get("pushed") != {source.name: size}:
-            push.notes.append(f"FTP server holds {listener.get('pushed')}, expected {{{source.name!r}: {size}}}")
+    for result in listener_rounds:
+        if result.get("downloaded_sizes") and result["downloaded_sizes"] != [size]:
+            download.notes.append(f"{result['name']}: downloaded file sizes {result['downloaded_sizes']}, "
+                                  f"expected [{size}]")
+        if push in parts and push_missing is None and result.get("pushed") != {result["name"]: size}:
+            push.notes.append(f"FTP server held {result.get('pushed')}, expected {{{result['name']!r}: {size}}}")
+    for part in parts:
+        part.notes.append("rounds alternate who goes first (round 1 curl, round 2 the listener, ...), each after "
+                          "os.sync(); the ratio is of the medians")
     return parts
+
+
+def _each(times: list[float]) -> str:
+    return " / ".join(fmt(t, 2) for t in times)
 
 
 def _subdir(parent: Path, name: str) -> Path:
