@@ -308,7 +308,26 @@ def start_gunicorn(procs: Processes, name: str, app: str, env: Mapping[str, str]
     started = procs.start(name, [PYTHON, "-m", "gunicorn", "-c", str(conf), app], env=env, cwd=app_root())
     wait_for_port(port, started.process)
     wait_for_http(port, started)
+    wait_until_idle(started)
     return started
+
+
+def wait_until_idle(started: Started, quiet_s: float = 0.5, timeout: float = 60.0) -> None:
+    """Until the process and its children use (almost) no CPU for ``quiet_s``.
+
+    gunicorn answers as soon as one worker has imported the app; the others
+    were still importing it, a second of CPU each on 2 cores, in the first
+    seconds of the event-to-action clock.
+    """
+    from cpuacct import CpuMeter
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meter = CpuMeter(trees=[started.pid]).start()
+        time.sleep(quiet_s)
+        if meter.stop() < 0.02:
+            return
+    raise BenchError(f"{started.name} was still busy after {timeout:g}s:\n{started.tail()}")
 
 
 def wait_for_http(port: int, started: Started, timeout: float = 60.0) -> None:
