@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Engine, bindparam, text, update
+from sqlalchemy.exc import DBAPIError
 
 from jobs.context import ActionContext
 from jobs.errors import ActionError, ActionFailed, PermanentError, Postpone
 from jobs.heartbeat import heartbeat
+from listener.db import Writer
 from listener.models import actions, items
 from listener.outbox import Outbox, Pending
 from listener.outbox import job_id as rq_job_id
@@ -61,31 +65,75 @@ def run_action(action_id: int) -> str:
 def claim(runtime: Runtime, action_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The action, now ``running``, and its item; None when the action is not ``queued``.
 
-    One transaction for both: a connection checkout (on PostgreSQL a ping) and a
-    commit fewer per job.
+    One transaction for both: a commit fewer per job.
     """
-    now = datetime.now(UTC)
-    with runtime.engine.begin() as conn:
-        row = conn.execute(
-            update(actions)
-            .where(actions.c.id == action_id, actions.c.status == "queued")
-            .values(status="running", attempts=actions.c.attempts + 1, started_at=now, updated_at=now,
-                    finished_at=None, not_before=None)
-            .returning(*actions.c)
-        ).first()
+    def claim_in(conn: Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        row = conn.execute(_CLAIM, {"id": action_id, "now": datetime.now(UTC)}).first()
         if row is None:
             return None
-        item = conn.execute(select(items).where(items.c.id == row.item_id)).one()
-    return dict(row._mapping), dict(item._mapping)
+        item = conn.execute(_ITEM, {"id": row.item_id}).one()
+        return dict(row._mapping), dict(item._mapping)
+
+    return _records(runtime.engine).run(claim_in)
 
 
 def finish(runtime: Runtime, action_id: int, status: str, error: str | None = None) -> None:
-    now = datetime.now(UTC)
-    with runtime.engine.begin() as conn:
-        conn.execute(
-            update(actions).where(actions.c.id == action_id)
-            .values(status=status, error=error, finished_at=now, updated_at=now)
-        )
+    values = {"id": action_id, "status": status, "error": error, "now": datetime.now(UTC)}
+    _records(runtime.engine).run(lambda conn: conn.execute(_FINISH, values))
+
+
+# Claim and finish run for every job. Written with the expression language they were built and
+# their cache keys computed on every call, on a connection checked out of the pool each time (on
+# PostgreSQL with a ping): 0.5 ms of CPU per job on SQLite and 1.5 ms on PostgreSQL, a fifth of the
+# worker's time in the event-to-action benchmark. As text written once, with the columns' types for
+# binding and reading, on a connection the worker's thread keeps, they take 0.2 and 0.6 ms.
+_RUNNING = ("status = 'running', attempts = attempts + 1, started_at = :now, updated_at = :now, "
+            "finished_at = NULL, not_before = NULL")
+_CLAIM = text(
+    f"UPDATE actions SET {_RUNNING} WHERE id = :id AND status = 'queued' "
+    f"RETURNING {', '.join(column.name for column in actions.c)}"
+).bindparams(bindparam("now", type_=actions.c.started_at.type)).columns(*actions.c)
+_ITEM = text(f"SELECT {', '.join(column.name for column in items.c)} FROM items WHERE id = :id").columns(*items.c)
+_FINISH = text(
+    "UPDATE actions SET status = :status, error = :error, finished_at = :now, updated_at = :now WHERE id = :id"
+).bindparams(bindparam("now", type_=actions.c.finished_at.type), bindparam("error", type_=actions.c.error.type))
+
+Result = TypeVar("Result")
+
+
+class _Records:
+    """Claim and finish transactions on a connection kept by the worker's thread between jobs.
+
+    Not behind the webhooks' SQLite file lock: queued behind them, posting
+    slowed by half in the benchmark. A kept connection the database dropped
+    (a restart during a long download) is replaced and the transaction run
+    once more: a finish must not be lost, or the reaper would run the action
+    again. Run again, a claim whose first commit did reach the database finds
+    the action ``running`` and skips it; the reaper puts it back.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.writer = Writer(engine, file_lock=False)
+
+    def run(self, work: Callable[[Connection], Result]) -> Result:
+        try:
+            with self.writer.transaction() as conn:
+                return work(conn)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        with self.writer.transaction() as conn:
+            return work(conn)
+
+
+_records_by_engine: dict[tuple[int, int], _Records] = {}
+
+
+def _records(engine: Engine) -> _Records:
+    key = (os.getpid(), id(engine))  # a forked child keeps none of its parent's connections
+    if key not in _records_by_engine:
+        _records_by_engine[key] = _Records(engine)
+    return _records_by_engine[key]
 
 
 def record_failure(runtime: Runtime, action: dict[str, Any], item: dict[str, Any], error: Exception) -> str:

@@ -1,0 +1,62 @@
+"""The worker's claim and finish: on a connection its thread keeps, replaced when the database dropped it."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import event
+
+from jobs import runner
+from tests.conftest import asset_events, iconik_path, rows
+
+
+def queued_action(live) -> int:
+    for body in asset_events("asset-k"):
+        live.post(iconik_path(body), body)
+    [action] = rows(live.runtime, "actions")
+    return action["id"]
+
+
+def test_claim_and_finish_check_no_connection_out_of_the_pool_once_the_thread_has_one(start_listener):
+    live = start_listener()
+    action_id = queued_action(live)
+    engine = live.runtime.engine
+    runner.finish(live.runtime, -1, "done")  # the thread's first transaction: its connection comes from the pool
+    checkouts = []
+    def count(*_args) -> None:
+        checkouts.append(1)
+
+    event.listen(engine, "checkout", count)
+    try:
+        action, item = runner.claim(live.runtime, action_id)
+        runner.finish(live.runtime, action_id, "done")
+    finally:
+        event.remove(engine, "checkout", count)
+    assert checkouts == []
+    assert (action["status"], action["attempts"], item["key"]) == ("running", 1, "asset-k")
+    assert isinstance(action["started_at"], datetime) and isinstance(item["data"], dict)
+    [stored] = rows(live.runtime, "actions")
+    assert (stored["status"], stored["attempts"]) == ("done", 1)
+    assert stored["finished_at"] >= stored["started_at"]
+
+
+def test_a_finish_after_the_database_dropped_the_kept_connection_is_recorded(start_listener):
+    live = start_listener()
+    if live.runtime.engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite connection is a file the process holds: no server drops it")
+    action_id = queued_action(live)
+    runner.claim(live.runtime, action_id)
+    kept = runner._records(live.runtime.engine).writer._kept.conn
+    drop(live.runtime.engine, kept)
+    runner.finish(live.runtime, action_id, "done")  # a long job's end, after a database restart
+    [stored] = rows(live.runtime, "actions")
+    assert stored["status"] == "done"
+    assert runner._records(live.runtime.engine).writer._kept.conn is not kept
+
+
+def drop(engine, kept) -> None:
+    """End the kept connection from the server's side, as a restart does."""
+    backend = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    kept.rollback()
+    with engine.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
