@@ -7,15 +7,36 @@ import time
 from typing import Any
 
 from rq import Queue, SimpleWorker
-from rq.job import Job, JobStatus
+from rq.executions import Execution
+from rq.job import Job, JobStatus, _job_stack
 from rq.registry import StartedJobRegistry
 from rq.utils import now
+from rq.worker import WorkerStatus
 
 from listener.logs import configure_logging
 from listener.outbox import JOB_FUNCTION, Dispatcher, Outbox
 from listener.runtime import Runtime, install
 
 log = logging.getLogger(__name__)
+
+
+class ListenerJob(Job):
+    """RQ's job, whose key the worker may already have made persistent in its start-of-job pipeline.
+
+    RQ's ``perform()`` sends that PERSIST first, as a round trip of its own.
+    """
+
+    persisted_by_worker = False
+
+    def perform(self) -> Any:
+        if not self.persisted_by_worker:
+            return super().perform()
+        _job_stack.push(self)  # the rest of RQ's perform(): get_current_job() works inside a job
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()
+        return self._result
 
 
 class ListenerWorker(SimpleWorker):
@@ -34,6 +55,7 @@ class ListenerWorker(SimpleWorker):
     it at once, and the reaper puts its action back.
     """
 
+    job_class = ListenerJob
     BEAT_EVERY = 1.0  # seconds; RQ's own worker TTL is minutes
     # RQ logs three INFO lines per job of its own ("Job OK", ...); jobs.runner logs the action's start
     # and outcome, with its kind and item, which is what a person reads.
@@ -45,13 +67,50 @@ class ListenerWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self._last_beat = 0.0
         self._last_suspension_check = 0.0
+        self._held_pipeline: Any = None
+        self._idle_written = False
         self.log.addFilter(_drop_per_job_lines)
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
-        """RQ's worker state, not written again when it has not changed (RQ sets IDLE twice per job)."""
-        if pipeline is None and state == getattr(self, "_state", None):
+        """RQ's worker state, not written again when it has not changed (RQ sets IDLE twice per job), nor
+        when ``handle_job_success`` already wrote IDLE with its pipeline."""
+        written = state == WorkerStatus.IDLE and self._idle_written
+        self._idle_written = False
+        if pipeline is None and (written or state == getattr(self, "_state", None)):
+            self._state = state
             return
         super().set_state(state, pipeline)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's, with its writes held back to go in ``prepare_job_execution``'s pipeline.
+
+        RQ sends the two as two round trips, one right after the other; a worker
+        that runs its jobs itself does nothing in between.
+        """
+        pipeline = self.connection.pipeline()
+        self.execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipeline)
+        self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+        self._held_pipeline = pipeline
+        return self.execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's start-of-job writes, after ``prepare_execution``'s held ones and with the PERSIST of the job's
+        key that ``Job.perform()`` would send: one round trip where RQ takes three."""
+        pipeline, self._held_pipeline = self._held_pipeline or self.connection.pipeline(), None
+        with pipeline:
+            self.set_current_job_id(job.id, pipeline=pipeline)
+            self.set_current_job_working_time(0, pipeline=pipeline)
+            heartbeat_ttl = self.get_heartbeat_ttl(job)
+            self.heartbeat(heartbeat_ttl, pipeline=pipeline)
+            job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            if remove_from_intermediate_queue:
+                pipeline.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
+            pipeline.persist(job.key)
+            pipeline.execute()
+        if isinstance(job, ListenerJob):
+            job.persisted_by_worker = True
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's check for ``rq suspend``, at most once a second: it was a Redis round trip per job."""
@@ -105,7 +164,11 @@ class ListenerWorker(SimpleWorker):
             self.increment_total_working_time(job.ended_at - job.started_at, pipeline)  # type: ignore[operator]
             self.cleanup_execution(job, pipeline=pipeline)
             pipeline.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key)
+            # The IDLE that RQ writes next, as a round trip of its own; the state in this process stays BUSY
+            # until then, so a SIGTERM now still waits for the job's end (RQ's warm shutdown).
+            pipeline.hset(self.key, "state", WorkerStatus.IDLE)
             pipeline.execute()
+        self._idle_written = True
 
 
 # The formats of RQ's per-job INFO lines (rq/worker.py): a job taken, "Job OK", a success.
