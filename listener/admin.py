@@ -109,6 +109,12 @@ class ItemList(AdminResource):
 class ItemDetail(AdminResource):
     def get(self, item_id: int):  # noqa: ANN201
         with current_app.extensions["listener.engine"].connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for the three reads. With PostgreSQL's default each statement has its own, and a
+                # job commits its item's facts just before its action's end: read in between, the action was
+                # done and the facts (a download's local_path) were missing. SQLite's read transaction is one
+                # snapshot already.
+                conn.execution_options(isolation_level="REPEATABLE READ")
             item = conn.execute(select(items).where(items.c.id == item_id)).first()
             if item is None:
                 return {"status": "error", "message": f"no item {item_id}"}, 404

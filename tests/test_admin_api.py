@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event as sa_event
+from sqlalchemy import update
 
+from listener.models import actions, items
 from tests.conftest import TOKENS, load_fixture
 
 EVENT_KEYS = {"id", "source", "endpoint", "received_at", "status", "reason", "item_id"}
@@ -142,3 +145,30 @@ def test_credentials_in_errors_targets_and_data_are_masked(listener):
     for secret in ("hunter2", "abc123", "deadbeef"):
         assert secret not in text
     assert "ftp://playout:…@ftp.example.com" in text and "X-Amz-Signature=…" in text
+
+
+def test_an_item_and_its_actions_are_read_in_one_snapshot(listener):
+    """A job commits its item's facts, then its action's end: a read between the two reads neither."""
+    ingest_some(listener)
+    [item] = listener.admin("/api/items?source=iconik").json()["items"]
+    engine = listener.runtime.engine
+    between = []
+
+    def commit_a_job_after_the_item_is_read(conn, statement, *_args) -> None:  # noqa: ANN001
+        if between or "FROM items" not in str(statement) or "FROM actions" in str(statement):
+            return
+        between.append(str(statement))
+        with engine.begin() as job:
+            job.execute(update(items).where(items.c.id == item["id"]).values(data={"local_path": "/x"}))
+            job.execute(update(actions).where(actions.c.item_id == item["id"]).values(status="done"))
+
+    sa_event.listen(engine, "after_execute", commit_a_job_after_the_item_is_read)
+    try:
+        detail = listener.admin(f"/api/items/{item['id']}").json()
+    finally:
+        sa_event.remove(engine, "after_execute", commit_a_job_after_the_item_is_read)
+    assert between
+    assert "local_path" not in detail["data"]
+    assert [action["status"] for action in detail["actions"]] == ["queued"]
+    after = listener.admin(f"/api/items/{item['id']}").json()
+    assert (after["data"], [action["status"] for action in after["actions"]]) == ({"local_path": "/x"}, ["done"])
