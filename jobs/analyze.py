@@ -10,7 +10,7 @@ import requests
 from handlers.iconik import Options, analysis_url
 from jobs.context import ActionContext
 from jobs.errors import ActionError, PermanentError
-from jobs.http import session
+from jobs.http import Reply, session
 
 
 def run(context: ActionContext) -> None:
@@ -23,7 +23,7 @@ def run(context: ActionContext) -> None:
         "Content-Type": "application/json",
     }
     try:
-        response = session().post(url, headers=headers, timeout=options.timeout)
+        response = session().post_without_body(url, headers, options.timeout)
     except requests.RequestException as error:
         raise ActionError(f"cannot reach iconik at {url}: {type(error).__name__}: {error}") from None
     if response.ok:
@@ -34,7 +34,7 @@ def run(context: ActionContext) -> None:
     raise PermanentError(message)
 
 
-def _message(response: requests.Response) -> str:
+def _message(response: Reply) -> str:
     try:
         body = response.json()
     except ValueError:
