@@ -11,14 +11,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, text, update
 from sqlalchemy import column as sql_column
-from sqlalchemy.exc import DBAPIError
 
 from jobs.context import ActionContext
 from jobs.errors import ActionError, ActionFailed, PermanentError, Postpone
@@ -85,12 +83,12 @@ def claim(runtime: Runtime, action_id: int) -> tuple[dict[str, Any], dict[str, A
         item = conn.execute(_ITEM, {"id": row.item_id}).one()
         return dict(row._mapping), dict(item._mapping)
 
-    return records.run(claim_in)
+    return records.writer.run(claim_in)
 
 
 def finish(runtime: Runtime, action_id: int, status: str, error: str | None = None) -> None:
     values = {"id": action_id, "status": status, "error": error, "now": datetime.now(UTC)}
-    _records(runtime.engine).run(lambda conn: conn.execute(_FINISH, values))
+    _records(runtime.engine).writer.run(lambda conn: conn.execute(_FINISH, values))
 
 
 # Claim and finish run for every job. Written with the expression language they were built and
@@ -118,18 +116,15 @@ _FINISH = text(
     "UPDATE actions SET status = :status, error = :error, finished_at = :now, updated_at = :now WHERE id = :id"
 ).bindparams(bindparam("now", type_=actions.c.finished_at.type), bindparam("error", type_=actions.c.error.type))
 
-Result = TypeVar("Result")
-
-
 class _Records:
     """Claim and finish transactions on a connection kept by the worker's thread between jobs.
 
     Not behind the webhooks' SQLite file lock: queued behind them, posting
     slowed by half in the benchmark. A kept connection the database dropped
     (a restart during a long download) is replaced and the transaction run
-    once more: a finish must not be lost, or the reaper would run the action
-    again. Run again, a claim whose first commit did reach the database finds
-    the action ``running`` and skips it; the reaper puts it back.
+    once more (``Writer.run``): a finish must not be lost, or the reaper would
+    run the action again. Run again, a claim whose first commit did reach the
+    database finds the action ``running`` and skips it; the reaper puts it back.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -137,16 +132,6 @@ class _Records:
         if self.postgres:  # each statement is a whole claim or finish: no BEGIN and COMMIT round trips
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.writer = Writer(engine, file_lock=False)
-
-    def run(self, work: Callable[[Connection], Result]) -> Result:
-        try:
-            with self.writer.transaction() as conn:
-                return work(conn)
-        except DBAPIError as error:
-            if not error.connection_invalidated:
-                raise
-        with self.writer.transaction() as conn:
-            return work(conn)
 
 
 _records_by_engine: dict[tuple[int, int], _Records] = {}

@@ -5,10 +5,11 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -16,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from config.settings import sqlite_pragmas
 
 _engines: dict[tuple[int, str, bool], Engine] = {}
+Result = TypeVar("Result")
 
 
 def make_engine(url: str, pre_ping: bool = True) -> Engine:
@@ -103,6 +105,22 @@ class Writer:
             self._kept.conn = None
             conn.close()
             raise
+
+    def run(self, work: Callable[[Connection], Result]) -> Result:
+        """``work`` in a transaction, run once more on a fresh connection if the database had dropped the
+        kept one (a restart): a webhook is then still answered 200, and a job's finish is not lost.
+
+        Run again, a write whose first commit did reach the database finds its effect there: the store's
+        duplicate check and the claim's ``status = 'queued'`` see to that.
+        """
+        try:
+            with self.transaction() as conn:
+                return work(conn)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        with self.transaction() as conn:
+            return work(conn)
 
     def close(self) -> None:
         conn, self._kept.conn = getattr(self._kept, "conn", None), None

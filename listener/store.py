@@ -133,27 +133,21 @@ class EventStore:
     def record(self, delivery: Delivery, outcome: Event | Ignored, *, replay_of: int | None = None) -> Recorded:
         """Record one delivery. ``replay_of``: an admin's replay of that event, past the duplicate check
         (its actions still exist at most once per ``once`` key, so done work does not run again)."""
-        try:
-            return self._record(delivery, outcome, replay_of)
-        except DBAPIError as error:
-            if not error.connection_invalidated:
-                raise
-            # A connection the database dropped (a restart): the pool is renewed, try once more.
-            return self._record(delivery, outcome, replay_of)
+        return self.writer.run(lambda conn: self._record(conn, delivery, outcome, replay_of))
 
-    def _record(self, delivery: Delivery, outcome: Event | Ignored, replay_of: int | None) -> Recorded:
-        with self.writer.transaction() as conn:
-            # The statements run on the driver's cursor, in SQLAlchemy's transaction: no per-statement
-            # execution machinery on the hot path. Driver errors are wrapped as SQLAlchemy's would be.
-            cursor = _Cursor(conn)
-            try:
-                if isinstance(outcome, Ignored):
-                    reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
-                    event_id = self._log(cursor, delivery, status="ignored", reason=reason)
-                    return Recorded("ignored", event_id, reason=reason)
-                return self._record_event(cursor, delivery, outcome, replay_of)
-            finally:
-                cursor.close()
+    def _record(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
+                replay_of: int | None) -> Recorded:
+        # The statements run on the driver's cursor, in SQLAlchemy's transaction: no per-statement
+        # execution machinery on the hot path. Driver errors are wrapped as SQLAlchemy's would be.
+        cursor = _Cursor(conn)
+        try:
+            if isinstance(outcome, Ignored):
+                reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
+                event_id = self._log(cursor, delivery, status="ignored", reason=reason)
+                return Recorded("ignored", event_id, reason=reason)
+            return self._record_event(cursor, delivery, outcome, replay_of)
+        finally:
+            cursor.close()
 
     def _record_event(self, cursor: _Cursor, delivery: Delivery, event: Event,
                       replay_of: int | None = None) -> Recorded:

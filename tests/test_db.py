@@ -52,3 +52,32 @@ def test_a_failed_transaction_is_rolled_back_and_the_next_one_starts_on_a_fresh_
         assert fresh is not failed
         assert fresh.exec_driver_sql("SELECT count(*) FROM writer_test").scalar() == 0
         fresh.exec_driver_sql("DROP TABLE writer_test")
+
+
+def test_run_tries_once_more_on_a_fresh_connection_when_the_database_dropped_the_kept_one(writer):
+    if writer.engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite connection is a file the process holds: no server drops it")
+    with writer.transaction() as kept:
+        backend = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with writer.engine.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+    tries = []
+
+    def work(conn):  # noqa: ANN001, ANN202
+        tries.append(conn)
+        return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+    assert writer.run(work) != backend
+    assert len(tries) == 2 and tries[0] is kept and tries[1] is not kept
+
+
+def test_run_does_not_repeat_a_transaction_the_database_refused(writer):
+    tries = []
+
+    def work(conn):  # noqa: ANN001, ANN202
+        tries.append(conn)
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+
+    with pytest.raises(DBAPIError):
+        writer.run(work)
+    assert len(tries) == 1
