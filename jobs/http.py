@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.utils import select_proxy
-from urllib3.exceptions import ClosedPoolError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 from urllib3.util import Timeout
 
 _local = threading.local()
@@ -45,7 +45,6 @@ class _Session(requests.Session):
         settings = self._settings_by_host[host]
         return {**settings, "proxies": dict(settings["proxies"])}  # the caller's to change
 
-
     def post_without_body(self, url: str, headers: dict[str, str], timeout: float) -> Reply:
         """A POST with no body, on the connection pool requests would use, without requests' per-call work.
 
@@ -59,22 +58,19 @@ class _Session(requests.Session):
         parts = urlsplit(url)
         host = (parts.scheme, parts.netloc)
         target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
-        for _ in range(2):
-            pool, absolute = self._routes.get(host) or self._route(url, host)
-            try:
-                response = pool.urlopen("POST", url if absolute else target, body=None,
-                                        headers={**self.headers, **headers},  # requests' defaults (User-Agent...)
-                                        redirect=False, assert_same_host=False, preload_content=True,
-                                        retries=self.get_adapter(url).max_retries,
-                                        timeout=Timeout(connect=timeout, read=timeout))
-                return Reply(response.status, response.reason or "", response.data)
-            except ClosedPoolError:
-                self._routes.pop(host, None)  # evicted from requests' pool manager: take the current one
-            except ReadTimeoutError as error:
-                raise requests.ReadTimeout(error) from None
-            except (HTTPError, OSError) as error:
-                raise requests.ConnectionError(error) from None
-        raise requests.ConnectionError(f"no connection pool for {parts.netloc}")
+        # Kept per host: urllib3 2 does not close a pool its manager evicts, so a kept one stays usable.
+        pool, absolute = self._routes.get(host) or self._route(url, host)
+        try:
+            response = pool.urlopen("POST", url if absolute else target, body=None,
+                                    headers={**self.headers, **headers},  # requests' defaults (User-Agent...)
+                                    redirect=False, assert_same_host=False, preload_content=True,
+                                    retries=self.get_adapter(url).max_retries,
+                                    timeout=Timeout(connect=timeout, read=timeout))
+        except ReadTimeoutError as error:
+            raise requests.ReadTimeout(error) from None
+        except (HTTPError, OSError) as error:
+            raise requests.ConnectionError(error) from None
+        return Reply(response.status, response.reason or "", response.data)
 
     def _route(self, url: str, host: tuple[str, str]) -> tuple[Any, bool]:
         """requests' pool for ``url``'s host, and whether the request line takes the whole URL (a plain

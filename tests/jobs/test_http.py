@@ -120,3 +120,16 @@ def test_a_bodyless_post_fails_with_requests_errors():
     with pytest.raises(requests.ReadTimeout):
         _Session().post_without_body(f"http://127.0.0.1:{mute.port}/x", HEADERS, 0.3)
     mute.close()
+
+
+def test_a_kept_pool_still_serves_after_requests_let_go_of_it():
+    server = RawServer()
+    url = f"http://127.0.0.1:{server.port}/x"
+    session = _Session()
+    session.post_without_body(url, HEADERS, 5)
+    kept, _ = session._routes[("http", f"127.0.0.1:{server.port}")]
+    session.get_adapter(url).poolmanager.clear()  # as when it evicts a pool, past ten hosts
+    assert session.post_without_body(url, HEADERS, 5).status_code == 201
+    assert session._routes[("http", f"127.0.0.1:{server.port}")][0] is kept
+    server.close()
+    assert len(server.requests) == 2
