@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cpuacct import CpuMeter
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
@@ -319,8 +321,6 @@ def wait_until_idle(started: Started, quiet_s: float = 0.5, timeout: float = 60.
     were still importing it, a second of CPU each on 2 cores, in the first
     seconds of the event-to-action clock.
     """
-    from cpuacct import CpuMeter
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         meter = CpuMeter(trees=[started.pid]).start()

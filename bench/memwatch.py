@@ -112,8 +112,11 @@ class HorseWatch:
         """The process that ran a job from ``start`` to ``end``: its horse, or else the worker itself.
 
         For the worker, the start RSS is the first sample in the window and the
-        peak its VmHWM at the end: the worker's peak over its whole life, which
-        in the benchmark is a fresh worker that has run nothing else.
+        peak its VmHWM at the end: the worker's peak over its whole life so far.
+        The transfer parts run several rounds in one worker, so from the second
+        round on it is an upper bound of the job's own peak (the earlier jobs'
+        are in it), and so is the private memory. The worker's figures are
+        overwritten by the next call: read them before.
         """
         horse = self.horse_of(start, end)
         if horse is not None:
