@@ -8,6 +8,7 @@ from sqlalchemy import event
 
 from jobs import runner
 from tests.conftest import asset_events, iconik_path, rows
+from tests.support.backends import end_from_the_server
 
 
 def queued_action(live) -> int:
@@ -47,16 +48,9 @@ def test_a_finish_after_the_database_dropped_the_kept_connection_is_recorded(sta
     action_id = queued_action(live)
     runner.claim(live.runtime, action_id)
     kept = runner._records(live.runtime.engine).writer._kept.conn
-    drop(live.runtime.engine, kept)
+    end_from_the_server(live.runtime.engine, kept)
     runner.finish(live.runtime, action_id, "done")  # a long job's end, after a database restart
     [stored] = rows(live.runtime, "actions")
     assert stored["status"] == "done"
     assert runner._records(live.runtime.engine).writer._kept.conn is not kept
 
-
-def drop(engine, kept) -> None:
-    """End the kept connection from the server's side, as a restart does."""
-    backend = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-    kept.rollback()
-    with engine.connect() as other:
-        other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")

@@ -93,3 +93,15 @@ def shared_redis_url() -> tuple[str, RedisServer | None]:
     except redis.RedisError:
         server = RedisServer().start()
         return server.url, server
+
+
+def end_from_the_server(engine, conn) -> int:  # noqa: ANN001 - SQLAlchemy's Engine and Connection
+    """End a PostgreSQL connection from the server's side, as a restart does; its backend's pid.
+
+    ``conn`` must not be in a transaction the test still needs: it is rolled back first.
+    """
+    backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    conn.rollback()
+    with engine.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+    return backend
