@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -86,9 +86,13 @@ class Writer:
     belongs to the process that made it, like its engine.
     """
 
-    def __init__(self, engine: Engine, *, file_lock: bool = True) -> None:
+    def __init__(self, engine: Engine, *, file_lock: bool = True, driver_sql: bool = False) -> None:
         self.engine = writer(engine)
         self.file_lock = file_lock  # on SQLite, each transaction behind _write_lock (the webhooks' path)
+        # The work sends its statements on the driver's connection only (the webhooks' record): BEGIN and
+        # COMMIT are then sent there too, past SQLAlchemy's transaction (its events and context objects),
+        # which cost about a twentieth of a webhook's CPU. Such work must not call conn.execute().
+        self.driver_sql = driver_sql
         self._kept = threading.local()
 
     @contextmanager
@@ -97,7 +101,8 @@ class Writer:
         if conn is None:
             conn = self._kept.conn = self.engine.connect()
         try:
-            with _write_lock(self.engine) if self.file_lock else contextlib.nullcontext(), conn.begin():
+            with _write_lock(self.engine) if self.file_lock else contextlib.nullcontext(), \
+                    _driver_transaction(conn) if self.driver_sql else conn.begin():
                 yield conn
         except BaseException:
             # Whatever failed (the database went away, a statement was refused), the next transaction starts
@@ -126,6 +131,44 @@ class Writer:
         conn, self._kept.conn = getattr(self._kept, "conn", None), None
         if conn is not None:
             conn.close()
+
+
+@contextmanager
+def _driver_transaction(conn: Connection) -> Iterator[None]:
+    """BEGIN and COMMIT on the driver's connection, their errors wrapped as SQLAlchemy's would be.
+
+    SQLite: BEGIN in the mode ``writer()`` asks (IMMEDIATE). psycopg2 begins a transaction by itself at
+    the first statement. A failure rolls back at once, inside the write lock; the caller drops the connection.
+    """
+    dbapi_connection = conn.connection.dbapi_connection
+    if conn.dialect.name == "sqlite":
+        begin = f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}"
+        try:
+            dbapi_connection.execute(begin)
+        except conn.dialect.loaded_dbapi.Error as error:
+            raise driver_error(conn, begin, None, error) from error
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # a connection the database dropped cannot roll back
+            dbapi_connection.rollback()
+        raise
+    try:
+        dbapi_connection.commit()
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise driver_error(conn, "COMMIT", None, error) from error
+
+
+def driver_error(conn: Connection, statement: str, params: Any, error: Exception,
+                 cursor: Any = None) -> DBAPIError:
+    """A driver's error as SQLAlchemy's DBAPIError, ``conn`` invalidated when the error says it was lost
+    (``Writer.run`` then tries once more on a fresh connection)."""
+    dialect = conn.dialect
+    invalidated = dialect.is_disconnect(error, conn.connection.dbapi_connection, cursor)
+    if invalidated:
+        conn.invalidate(error)
+    return DBAPIError.instance(statement, params, error, dialect.loaded_dbapi.Error,
+                               connection_invalidated=invalidated, dialect=dialect)
 
 
 @contextmanager

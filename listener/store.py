@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from handlers.base import ActionRequest, Event, Ignored, ItemView
-from listener.db import Writer
+from listener.db import Writer, driver_error
 from listener.sources import Source
 from listener.workflows import workflow_actions
 
@@ -127,7 +126,7 @@ def _sqlite_time(moment: datetime) -> str:
 
 class EventStore:
     def __init__(self, engine: Engine) -> None:
-        self.writer = Writer(engine)
+        self.writer = Writer(engine, driver_sql=True)
         self._sql = _statements(engine.dialect.name)
 
     def record(self, delivery: Delivery, outcome: Event | Ignored, *, replay_of: int | None = None) -> Recorded:
@@ -137,8 +136,9 @@ class EventStore:
 
     def _record(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
                 replay_of: int | None) -> Recorded:
-        # The statements run on the driver's cursor, in SQLAlchemy's transaction: no per-statement
-        # execution machinery on the hot path. Driver errors are wrapped as SQLAlchemy's would be.
+        # The statements run on the driver's cursor, in a transaction the Writer begins and commits on the
+        # driver's connection: no SQLAlchemy execution machinery on the hot path. Driver errors are wrapped
+        # as SQLAlchemy's would be.
         cursor = _Cursor(conn)
         try:
             if isinstance(outcome, Ignored):
@@ -215,7 +215,7 @@ class EventStore:
 
 
 class _Cursor:
-    """The driver's cursor inside a SQLAlchemy transaction; its errors become SQLAlchemy's DBAPIError."""
+    """The driver's cursor inside the Writer's transaction; its errors become SQLAlchemy's DBAPIError."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -226,11 +226,7 @@ class _Cursor:
         try:
             self.cursor.execute(sql, params)
         except self.dialect.loaded_dbapi.Error as error:
-            invalidated = self.dialect.is_disconnect(error, self.conn.connection.dbapi_connection, self.cursor)
-            if invalidated:
-                self.conn.invalidate(error)
-            raise DBAPIError.instance(sql, params, error, self.dialect.loaded_dbapi.Error,
-                                      connection_invalidated=invalidated, dialect=self.dialect) from error
+            raise driver_error(self.conn, sql, params, error, self.cursor) from error
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple | None:
         self.run(sql, params)

@@ -1,12 +1,13 @@
 """The webhook path's write connection: kept by its thread between transactions, dropped after a failure."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from listener.db import Writer, make_engine
+from listener.db import Writer, driver_error, make_engine
 from tests.support.backends import end_from_the_server
 
 
@@ -81,3 +82,104 @@ def test_run_does_not_repeat_a_transaction_the_database_refused(writer):
     with pytest.raises(DBAPIError):
         writer.run(work)
     assert len(tries) == 1
+
+
+# --- transactions begun and committed on the driver's connection (the webhooks' record) -----------------
+
+@pytest.fixture
+def driver_writer(database_url):
+    engine = make_engine(database_url, pre_ping=False)
+    writer = Writer(engine, driver_sql=True)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS driver_test (n INTEGER)")
+        conn.exec_driver_sql("DELETE FROM driver_test")
+    yield writer
+    writer.close()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE driver_test")
+    engine.dispose()
+
+
+def driver_run(conn, sql: str):  # noqa: ANN001, ANN201 - as the store sends its statements
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchone() if cursor.description else None
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise driver_error(conn, sql, None, error, cursor) from error
+    finally:
+        cursor.close()
+
+
+def committed_rows(writer) -> int:  # noqa: ANN001
+    with writer.engine.execution_options(sqlite_begin="DEFERRED").connect() as other:  # a reader
+        return other.exec_driver_sql("SELECT count(*) FROM driver_test").scalar()
+
+
+def test_a_driver_sql_writer_commits_its_work_without_a_sqlalchemy_transaction(driver_writer):
+    with driver_writer.transaction() as conn:
+        driver_run(conn, "INSERT INTO driver_test (n) VALUES (1)")
+        assert not conn.in_transaction()  # BEGIN went to the driver, past SQLAlchemy's machinery
+        assert committed_rows(driver_writer) == 0  # not before the commit
+    assert committed_rows(driver_writer) == 1
+    with driver_writer.transaction() as again:
+        assert again is conn  # kept, as for any Writer
+
+
+def test_a_failed_driver_sql_transaction_is_rolled_back_and_the_next_one_starts_on_a_fresh_connection(
+        driver_writer):
+    with pytest.raises(DBAPIError), driver_writer.transaction() as failed:
+        driver_run(failed, "INSERT INTO driver_test (n) VALUES (1)")
+        driver_run(failed, "SELECT * FROM no_such_table")
+    assert failed.closed
+    assert committed_rows(driver_writer) == 0
+    with driver_writer.transaction() as fresh:
+        assert fresh is not failed
+        driver_run(fresh, "INSERT INTO driver_test (n) VALUES (2)")
+    assert committed_rows(driver_writer) == 1
+
+
+def test_a_driver_sql_transaction_on_sqlite_holds_the_write_lock_from_its_begin(driver_writer, database_url):
+    """BEGIN IMMEDIATE, as writer() asks: two writers never deadlock upgrading a read lock."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL locks rows, not the database")
+    other = sqlite3.connect(driver_writer.engine.url.database, timeout=0, isolation_level=None)
+    try:
+        with driver_writer.transaction(), pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # free once committed
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def test_a_locked_sqlite_database_at_begin_is_a_dbapi_error(driver_writer, database_url):
+    """What the webhook answers 503 to: the driver's error, wrapped as SQLAlchemy's would be."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's database lock")
+    with driver_writer.transaction() as conn:
+        conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=0")  # fail at once, not in 10 s
+    holder = sqlite3.connect(driver_writer.engine.url.database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(OperationalError, match="locked"), driver_writer.transaction():
+            pass
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_run_with_driver_sql_tries_once_more_when_the_database_dropped_the_kept_connection(driver_writer):
+    if driver_writer.engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite connection is a file the process holds: no server drops it")
+    with driver_writer.transaction() as kept:
+        pass
+    backend = end_from_the_server(driver_writer.engine, kept)
+    tries = []
+
+    def work(conn):  # noqa: ANN001, ANN202
+        tries.append(conn)
+        return driver_run(conn, "SELECT pg_backend_pid()")[0]
+
+    assert driver_writer.run(work) != backend
+    assert len(tries) == 2 and tries[0] is kept and tries[1] is not kept
