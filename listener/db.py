@@ -57,19 +57,22 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={int(pragmas['busy_timeout'])}")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection):  # noqa: ANN001
-        # Writers take the lock up front, so two writers never deadlock upgrading a read lock.
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        # On the driver's connection: SQLAlchemy's execution machinery cost more than the BEGIN, inside
-        # the write lock. Its errors (a locked database) are wrapped as SQLAlchemy's would be.
-        dbapi = engine.dialect.loaded_dbapi
-        try:
-            connection.connection.dbapi_connection.execute(f"BEGIN {mode}")
-        except dbapi.Error as error:
-            raise DBAPIError.instance(f"BEGIN {mode}", None, error, dbapi.Error, dialect=engine.dialect) from error
-
+    event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN in the mode the connection's ``sqlite_begin`` option asks: IMMEDIATE for writers (``writer()``),
+    which take the lock up front, so two writers never deadlock upgrading a read lock.
+
+    Sent on the driver's connection: SQLAlchemy's execution machinery cost more than the BEGIN, inside the
+    write lock. Its errors (a locked database) are wrapped as SQLAlchemy's would be.
+    """
+    begin = f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}"
+    try:
+        conn.connection.dbapi_connection.execute(begin)
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise driver_error(conn, begin, None, error) from error
 
 
 _thread_locks: dict[str, threading.Lock] = {}
@@ -142,11 +145,7 @@ def _driver_transaction(conn: Connection) -> Iterator[None]:
     """
     dbapi_connection = conn.connection.dbapi_connection
     if conn.dialect.name == "sqlite":
-        begin = f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}"
-        try:
-            dbapi_connection.execute(begin)
-        except conn.dialect.loaded_dbapi.Error as error:
-            raise driver_error(conn, begin, None, error) from error
+        _sqlite_begin(conn)
     try:
         yield
     except BaseException:

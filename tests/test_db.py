@@ -7,7 +7,8 @@ import threading
 import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from listener.db import Writer, driver_error, make_engine
+from listener.db import Writer, make_engine
+from listener.store import _Cursor
 from tests.support.backends import end_from_the_server
 
 
@@ -56,7 +57,8 @@ def test_a_failed_transaction_is_rolled_back_and_the_next_one_starts_on_a_fresh_
         fresh.exec_driver_sql("DROP TABLE writer_test")
 
 
-def test_run_tries_once_more_on_a_fresh_connection_when_the_database_dropped_the_kept_one(writer):
+def check_run_tries_once_more_when_the_database_dropped_the_kept_connection(writer, backend_pid) -> None:  # noqa: ANN001
+    """``backend_pid(conn)`` asks PostgreSQL which backend serves ``conn``, the way the writer's work runs SQL."""
     if writer.engine.dialect.name != "postgresql":
         pytest.skip("a SQLite connection is a file the process holds: no server drops it")
     with writer.transaction() as kept:
@@ -66,10 +68,15 @@ def test_run_tries_once_more_on_a_fresh_connection_when_the_database_dropped_the
 
     def work(conn):  # noqa: ANN001, ANN202
         tries.append(conn)
-        return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        return backend_pid(conn)
 
     assert writer.run(work) != backend
     assert len(tries) == 2 and tries[0] is kept and tries[1] is not kept
+
+
+def test_run_tries_once_more_on_a_fresh_connection_when_the_database_dropped_the_kept_one(writer):
+    check_run_tries_once_more_when_the_database_dropped_the_kept_connection(
+        writer, lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
 
 
 def test_run_does_not_repeat_a_transaction_the_database_refused(writer):
@@ -100,13 +107,12 @@ def driver_writer(database_url):
     engine.dispose()
 
 
-def driver_run(conn, sql: str):  # noqa: ANN001, ANN201 - as the store sends its statements
-    cursor = conn.connection.dbapi_connection.cursor()
+def driver_run(conn, sql: str):  # noqa: ANN001, ANN201
+    """A statement sent as the store sends its own: on the driver's cursor, errors wrapped by the store."""
+    cursor = _Cursor(conn)
     try:
-        cursor.execute(sql)
-        return cursor.fetchone() if cursor.description else None
-    except conn.dialect.loaded_dbapi.Error as error:
-        raise driver_error(conn, sql, None, error, cursor) from error
+        cursor.run(sql, {})
+        return cursor.cursor.fetchone() if cursor.cursor.description else None
     finally:
         cursor.close()
 
@@ -170,16 +176,5 @@ def test_a_locked_sqlite_database_at_begin_is_a_dbapi_error(driver_writer, datab
 
 
 def test_run_with_driver_sql_tries_once_more_when_the_database_dropped_the_kept_connection(driver_writer):
-    if driver_writer.engine.dialect.name != "postgresql":
-        pytest.skip("a SQLite connection is a file the process holds: no server drops it")
-    with driver_writer.transaction() as kept:
-        pass
-    backend = end_from_the_server(driver_writer.engine, kept)
-    tries = []
-
-    def work(conn):  # noqa: ANN001, ANN202
-        tries.append(conn)
-        return driver_run(conn, "SELECT pg_backend_pid()")[0]
-
-    assert driver_writer.run(work) != backend
-    assert len(tries) == 2 and tries[0] is kept and tries[1] is not kept
+    check_run_tries_once_more_when_the_database_dropped_the_kept_connection(
+        driver_writer, lambda conn: driver_run(conn, "SELECT pg_backend_pid()")[0])
