@@ -91,10 +91,10 @@ def measure(database: str, options: Any, workdir: Path) -> dict[str, Any]:
         if options.profile:
             from ingest import start_profiler
 
-            for worker in workers:
-                out = Path(options.profile) / f"e2a-{database}-{worker.name}.txt"
+            for process in [web, *workers]:  # gunicorn's master: py-spy follows it into its workers
+                out = Path(options.profile) / f"e2a-{database}-{process.name}.txt"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                profilers.append(start_profiler(procs, worker.pid, out, duration=600))
+                profilers.append(start_profiler(procs, process.pid, out, duration=600, gil=options.profile_gil))
         http_json("GET", f"http://127.0.0.1:{port}/healthz")  # at least one gunicorn worker has booted
 
         limit = options.e2a_limit or max(60.0, assets / 10.0)  # bounded: 5,000 assets give up after 500 s
