@@ -1,0 +1,88 @@
+"""Webhooks sent straight through the listener's WSGI app, in this process: what ``instructions.py`` counts.
+
+    python bench/wsgi_calls.py APP_ROOT WORKDIR MODE N
+
+MODE ``create``: N ``POST /create``, each for a new asset (the ingest benchmark's request);
+``pair``: N assets, each a ``/create`` then a ``/proxy`` (CLOSED) that starts an analysis (event to
+action's). No gunicorn and no sockets: the app itself, its SQLite database and Redis (``REDIS_URL``).
+The first run in WORKDIR migrates the database. Exits 1 unless every call was answered 200.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+
+def main() -> int:
+    app_root, workdir, mode, count = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    sys.path.insert(0, str(app_root))
+    os.chdir(app_root)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "listener.yaml"
+    config.write_text(json.dumps({"download_dir": "var/downloads", "sources": {"iconik": {
+        "token": "bench-hook-token", "api_url": "http://127.0.0.1:9", "app_id": "bench-app",
+        "auth_token": "bench-auth"}}}))  # JSON is YAML
+    os.environ.update(LISTENER_VAR_DIR=str(workdir / "var"),
+                      DATABASE_URL=f"sqlite:///{workdir / 'var' / 'listener.db'}",
+                      LISTENER_CONFIG=str(config), LISTENER_ADMIN_TOKEN="bench-admin-token",
+                      PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"))
+    (workdir / "metrics").mkdir(exist_ok=True)
+    if not (workdir / "var" / "listener.db").exists():
+        subprocess.run([sys.executable, "-m", "listener", "migrate"], check=True, capture_output=True)
+
+    import logging
+
+    from wsgi import app  # noqa: PLC0415 - from the app root given
+
+    # The log lines are formatted as always, and written where they cost no terminal.
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the life of the process
+
+    fixtures = app_root / "tests" / "fixtures" / "iconik"
+    create = json.loads((fixtures / "create__asset.json").read_text())
+    proxy = json.loads((fixtures / "proxy__closed.json").read_text())
+    statuses: dict[str, int] = {}
+
+    def start_response(status: str, _headers: list, _exc_info: object = None) -> None:
+        statuses[status] = statuses.get(status, 0) + 1
+
+    def post(path: str, body: dict) -> None:
+        data = json.dumps(body).encode()
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(data), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
+            "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
+            "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(data)), "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "iconik-webhook-bench",
+            "HTTP_X_LISTENER_TOKEN": "bench-hook-token",
+        }
+        b"".join(app(environ, start_response))
+
+    salt = uuid.uuid4().hex[:8]
+    for number in range(count):
+        asset = f"{salt}-{number:04d}-4000-8000-000000000000"
+        body = copy.deepcopy(create)
+        body["data"]["id"] = body["object_id"] = asset
+        post("/create", body)
+        if mode == "pair":
+            body = copy.deepcopy(proxy)
+            body["data"]["asset_id"] = body["object_id"] = asset
+            body["data"]["id"] = f"{asset}-proxy"
+            post("/proxy", body)
+    expected = count * (2 if mode == "pair" else 1)
+    if statuses != {"200 OK": expected}:
+        print(f"answers: {statuses}, expected {expected} x 200 OK", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
