@@ -75,7 +75,8 @@ def main() -> int:
             commit = export_commit(options.ref, scratch / "ref")
             roots = {f"{options.ref} ({commit})": scratch / "ref", "work tree": ROOT}
         redis_url, _pid = start_redis(procs)
-        jobs = {(name, mode): (root, mode, scratch / f"{index}-{mode}", f"{redis_url[:-1]}{index}")
+        redis_base = redis_url.rsplit("/", 1)[0]  # each revision its own Redis database
+        jobs = {(name, mode): (root, mode, scratch / f"{index}-{mode}", f"{redis_base}/{index}")
                 for index, (name, root) in enumerate(roots.items()) for mode in modes}
         with ThreadPoolExecutor(max_workers=2) as pool:  # valgrind runs one thread: two at a time on 2 cores
             futures = {key: pool.submit(count_instructions, *args, options.warm, options.requests)

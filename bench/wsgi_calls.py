@@ -13,28 +13,31 @@ import copy
 import io
 import json
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+# The bench's own modules, imported before the app root goes first on the path.
+from common import listener_env, migrate, use_app_root, write_config
+from ingest import iconik_config
+from loadgen import HOOK_TOKEN
+
 
 def main() -> int:
     app_root, workdir, mode, count = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    use_app_root(app_root)
     sys.path.insert(0, str(app_root))
     os.chdir(app_root)
     workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "listener.yaml"
-    config.write_text(json.dumps({"download_dir": "var/downloads", "sources": {"iconik": {
-        "token": "bench-hook-token", "api_url": "http://127.0.0.1:9", "app_id": "bench-app",
-        "auth_token": "bench-auth"}}}))  # JSON is YAML
-    os.environ.update(LISTENER_VAR_DIR=str(workdir / "var"),
-                      DATABASE_URL=f"sqlite:///{workdir / 'var' / 'listener.db'}",
-                      LISTENER_CONFIG=str(config), LISTENER_ADMIN_TOKEN="bench-admin-token",
-                      PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"))
+    # The ingest benchmark's config and environment, for this process itself (no gunicorn, so no port).
+    os.environ.update(listener_env(
+        workdir=workdir, database_url=f"sqlite:///{workdir / 'var' / 'listener.db'}",
+        redis_url=os.environ["REDIS_URL"], config_path=write_config(workdir / "listener.yaml", iconik_config()),
+        port=0))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")  # set by gunicorn.conf.py otherwise
     (workdir / "metrics").mkdir(exist_ok=True)
     if not (workdir / "var" / "listener.db").exists():
-        subprocess.run([sys.executable, "-m", "listener", "migrate"], check=True, capture_output=True)
+        migrate(os.environ)
 
     import logging
 
@@ -62,7 +65,7 @@ def main() -> int:
             "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
             "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(data)), "REMOTE_ADDR": "127.0.0.1",
             "HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "iconik-webhook-bench",
-            "HTTP_X_LISTENER_TOKEN": "bench-hook-token",
+            "HTTP_X_LISTENER_TOKEN": HOOK_TOKEN,
         }
         b"".join(app(environ, start_response))
 

@@ -140,8 +140,8 @@ class Writer:
 def _driver_transaction(conn: Connection) -> Iterator[None]:
     """BEGIN and COMMIT on the driver's connection, their errors wrapped as SQLAlchemy's would be.
 
-    SQLite: BEGIN in the mode ``writer()`` asks (IMMEDIATE). psycopg2 begins a transaction by itself at
-    the first statement. A failure rolls back at once, inside the write lock; the caller drops the connection.
+    SQLite: BEGIN in the mode ``writer()`` asks (IMMEDIATE). psycopg (3) begins a transaction by itself
+    at the first statement. A failure rolls back at once, inside the write lock; the caller drops the connection.
     """
     dbapi_connection = conn.connection.dbapi_connection
     if conn.dialect.name == "sqlite":
