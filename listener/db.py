@@ -99,20 +99,25 @@ class Writer:
         self._kept = threading.local()
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def connection(self) -> Iterator[Connection]:
+        """The kept connection, outside any transaction of the Writer's."""
         conn = getattr(self._kept, "conn", None)
         if conn is None:
             conn = self._kept.conn = self.engine.connect()
         try:
-            with _write_lock(self.engine) if self.file_lock else contextlib.nullcontext(), \
-                    _driver_transaction(conn) if self.driver_sql else conn.begin():
-                yield conn
+            yield conn
         except BaseException:
             # Whatever failed (the database went away, a statement was refused), the next transaction starts
             # on a connection from the pool; one the database dropped was invalidated, and the pool discards it.
             self._kept.conn = None
             conn.close()
             raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.connection() as conn, _write_lock(self.engine) if self.file_lock else contextlib.nullcontext(), \
+                _driver_transaction(conn) if self.driver_sql else conn.begin():
+            yield conn
 
     def run(self, work: Callable[[Connection], Result]) -> Result:
         """``work`` in a transaction, run once more on a fresh connection if the database had dropped the
@@ -121,13 +126,26 @@ class Writer:
         Run again, a write whose first commit did reach the database finds its effect there: the store's
         duplicate check and the claim's ``status = 'queued'`` see to that.
         """
+        return self._once_more_if_dropped(self.transaction, work)
+
+    def run_alone(self, work: Callable[[Connection], Result]) -> Result:
+        """``work`` on the kept connection outside any transaction, run once more as ``run`` does.
+
+        For one statement on an autocommit engine (PostgreSQL), which is then a transaction by itself: no
+        BEGIN and COMMIT round trips. Not for SQLite's webhook path: it takes no write lock.
+        """
+        return self._once_more_if_dropped(self.connection, work)
+
+    @staticmethod
+    def _once_more_if_dropped(context: Callable[[], contextlib.AbstractContextManager[Connection]],
+                              work: Callable[[Connection], Result]) -> Result:
         try:
-            with self.transaction() as conn:
+            with context() as conn:
                 return work(conn)
         except DBAPIError as error:
             if not error.connection_invalidated:
                 raise
-        with self.transaction() as conn:
+        with context() as conn:
             return work(conn)
 
     def close(self) -> None:
@@ -141,11 +159,17 @@ def _driver_transaction(conn: Connection) -> Iterator[None]:
     """BEGIN and COMMIT on the driver's connection, their errors wrapped as SQLAlchemy's would be.
 
     SQLite: BEGIN in the mode ``writer()`` asks (IMMEDIATE). psycopg (3) begins a transaction by itself
-    at the first statement. A failure rolls back at once, inside the write lock; the caller drops the connection.
+    at the first statement, but not on an autocommit connection (the store's, for its single statements): there
+    BEGIN is sent here. A failure rolls back at once, inside the write lock; the caller drops the connection.
     """
     dbapi_connection = conn.connection.dbapi_connection
     if conn.dialect.name == "sqlite":
         _sqlite_begin(conn)
+    elif dbapi_connection.autocommit:
+        try:
+            dbapi_connection.execute("BEGIN")
+        except conn.dialect.loaded_dbapi.Error as error:
+            raise driver_error(conn, "BEGIN", None, error) from error
     try:
         yield
     except BaseException:

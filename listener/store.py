@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from handlers.base import ActionRequest, Event, Ignored, ItemView
+from handlers.base import ActionRequest, Event, Ignored, ItemView, Transition
 from listener.db import Writer, driver_error
 from listener.sources import Source
 from listener.workflows import workflow_actions
@@ -88,6 +88,15 @@ class _Statements:
             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id) "
             "SELECT item.id, item.state, item.data, (SELECT id FROM event), item.inserted FROM item"
         ) if postgres else None
+        # PostgreSQL: an item's first delivery, item and event in one statement that is a transaction by itself
+        # (autocommit): no BEGIN and COMMIT round trips. It inserts nothing, and returns no row, when the item
+        # exists. A new item has no events, so its event cannot be a duplicate: the insert takes no ON CONFLICT,
+        # and should its dedupe_key be taken after all, the statement fails whole.
+        self.insert_first_delivery = (
+            f"WITH item AS ({self._insert_item(value, json_value)} DO NOTHING RETURNING id) "
+            f"INSERT INTO events ({', '.join(columns)}) SELECT {values.replace(value('item_id'), 'item.id')} "
+            "FROM item RETURNING item_id, id"
+        ) if postgres else None
         # Actions: a new one is queued, with nothing done yet.
         self.insert_action = (
             "INSERT INTO actions (item_id, event_id, kind, target, workflow, once_key, status, attempts, bytes_done, "
@@ -126,38 +135,95 @@ def _sqlite_time(moment: datetime) -> str:
 
 class EventStore:
     def __init__(self, engine: Engine) -> None:
-        self.writer = Writer(engine, driver_sql=True)
         self._sql = _statements(engine.dialect.name)
+        if self._sql.insert_first_delivery:
+            # PostgreSQL: a statement outside the Writer's transactions is a transaction by itself; the
+            # Writer's transactions send BEGIN themselves (listener.db._driver_transaction).
+            engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.writer = Writer(engine, driver_sql=True)
 
     def record(self, delivery: Delivery, outcome: Event | Ignored, *, replay_of: int | None = None) -> Recorded:
         """Record one delivery. ``replay_of``: an admin's replay of that event, past the duplicate check
-        (its actions still exist at most once per ``once`` key, so done work does not run again)."""
-        return self.writer.run(lambda conn: self._record(conn, delivery, outcome, replay_of))
+        (its actions still exist at most once per ``once`` key, so done work does not run again).
+
+        On PostgreSQL a delivery that is one insert (an ignored call) or one statement (an item's first
+        delivery that requests no action: most first deliveries) is sent alone, one round trip where a
+        transaction takes three; anything else, or a first delivery that finds its item exists, runs in a
+        transaction.
+        """
+        first_state = None
+        if isinstance(outcome, Event):
+            # The item's first state, should it be new: then it is inserted in that state and needs no UPDATE.
+            source = delivery.source
+            first_state = source.handler.apply(ItemView(None, {}), outcome, source.context)
+        # A first delivery's actions go in one transaction with its item.
+        if self._sql.insert_first_delivery and not replay_of and (
+                first_state is None or not self._requested(delivery, first_state)):
+            recorded = self.writer.run_alone(lambda conn: self._record_alone(conn, delivery, outcome, first_state))
+            if recorded is not None:
+                return recorded
+        return self.writer.run(lambda conn: self._record(conn, delivery, outcome, first_state, replay_of))
+
+    def _record_alone(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
+                      first_state: Transition | None) -> Recorded | None:
+        """PostgreSQL, autocommit: the delivery in one statement, or None if it needs a transaction."""
+        cursor = _Cursor(conn)
+        try:
+            if isinstance(outcome, Ignored):
+                return self._record_ignored(cursor, delivery, outcome, None)
+            assert first_state is not None  # noqa: S101 - record() makes it for every Event
+            row = cursor.one_or_integrity_error(self._sql.insert_first_delivery, {
+                **self._event_row(delivery, status="accepted", change=outcome.change,
+                                  dedupe_key=self._dedupe_key(delivery, outcome, None)),
+                **self._item_row(delivery, outcome, first_state)})
+        finally:
+            cursor.close()
+        if row is None:
+            return None  # the item exists (or, against every expectation, its dedupe_key was taken)
+        item_id, event_id = row
+        return Recorded("accepted", event_id, item_id=item_id)
 
     def _record(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
-                replay_of: int | None) -> Recorded:
+                first_state: Transition | None, replay_of: int | None) -> Recorded:
         # The statements run on the driver's cursor, in a transaction the Writer begins and commits on the
         # driver's connection: no SQLAlchemy execution machinery on the hot path. Driver errors are wrapped
         # as SQLAlchemy's would be.
         cursor = _Cursor(conn)
         try:
             if isinstance(outcome, Ignored):
-                reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
-                event_id = self._log(cursor, delivery, status="ignored", reason=reason)
-                return Recorded("ignored", event_id, reason=reason)
-            return self._record_event(cursor, delivery, outcome, replay_of)
+                return self._record_ignored(cursor, delivery, outcome, replay_of)
+            assert first_state is not None  # noqa: S101 - record() makes it for every Event
+            return self._record_event(cursor, delivery, outcome, first_state, replay_of)
         finally:
             cursor.close()
 
-    def _record_event(self, cursor: _Cursor, delivery: Delivery, event: Event,
+    def _record_ignored(self, cursor: _Cursor, delivery: Delivery, outcome: Ignored,
+                        replay_of: int | None) -> Recorded:
+        reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
+        event_id = self._log(cursor, delivery, status="ignored", reason=reason)
+        return Recorded("ignored", event_id, reason=reason)
+
+    @staticmethod
+    def _dedupe_key(delivery: Delivery, event: Event, replay_of: int | None) -> str | None:
+        return f"{delivery.source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
+
+    def _item_row(self, delivery: Delivery, event: Event, first_state: Transition) -> dict[str, Any]:
+        return {"source": delivery.source.name, "key": event.key, "state": first_state.state,
+                "data": json.dumps(first_state.data, default=str), "now": self._sql.time(delivery.received_at)}
+
+    @staticmethod
+    def _requested(delivery: Delivery, transition: Transition) -> list[ActionRequest]:
+        """The actions a transition asks for: its own and those of the workflows for the state it enters."""
+        source = delivery.source
+        return transition.actions + workflow_actions(source.handler, transition.entered, transition.data,
+                                                     source.context.workflows)
+
+    def _record_event(self, cursor: _Cursor, delivery: Delivery, event: Event, first_state: Transition,
                       replay_of: int | None = None) -> Recorded:
         source = delivery.source
-        dedupe_key = f"{source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
+        dedupe_key = self._dedupe_key(delivery, event, replay_of)
         reason = f"replay of event {replay_of}" if replay_of else None
-        # The item's first state, should it be new: then it is inserted in that state and needs no UPDATE.
-        new_item = source.handler.apply(ItemView(None, {}), event, source.context)
-        item_row = {"source": source.name, "key": event.key, "state": new_item.state,
-                    "data": json.dumps(new_item.data, default=str), "now": self._sql.time(delivery.received_at)}
+        item_row = self._item_row(delivery, event, first_state)
         if self._sql.lock_item_and_insert_event:
             item_id, state, data, event_id, inserted = cursor.one(self._sql.lock_item_and_insert_event, {
                 **self._event_row(delivery, status="accepted", change=event.change, dedupe_key=dedupe_key,
@@ -173,16 +239,14 @@ class EventStore:
             return Recorded("duplicate", original, item_id=item_id)
 
         if inserted:
-            transition = new_item  # inserted in that state already
+            transition = first_state  # inserted in that state already
         else:
             data = data if isinstance(data, dict) else json.loads(data or "{}")  # SQLite's JSON is text
             transition = source.handler.apply(ItemView(state, data), event, source.context)
             cursor.run(self._sql.update_item, {
                 "state": transition.state, "data": json.dumps(transition.data, default=str),
                 "now": self._sql.time(delivery.received_at), "id": item_id})
-        requested = transition.actions + workflow_actions(
-            source.handler, transition.entered, transition.data, source.context.workflows
-        )
+        requested = self._requested(delivery, transition)
         action_ids = _add_actions(cursor, self._sql, item_id, event_id, requested, delivery.received_at)
         return Recorded("accepted", event_id, reason=reason, item_id=item_id, action_ids=action_ids)
 
@@ -230,6 +294,16 @@ class _Cursor:
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple | None:
         self.run(sql, params)
+        return self.cursor.fetchone()
+
+    def one_or_integrity_error(self, sql: str, params: dict[str, Any]) -> tuple | None:
+        """``one``, or None if the statement broke a constraint (outside a transaction: nothing to roll back)."""
+        try:
+            self.cursor.execute(sql, params)
+        except self.dialect.loaded_dbapi.IntegrityError:
+            return None
+        except self.dialect.loaded_dbapi.Error as error:
+            raise driver_error(self.conn, sql, params, error, self.cursor) from error
         return self.cursor.fetchone()
 
     def close(self) -> None:

@@ -57,8 +57,10 @@ def test_a_failed_transaction_is_rolled_back_and_the_next_one_starts_on_a_fresh_
         fresh.exec_driver_sql("DROP TABLE writer_test")
 
 
-def check_run_tries_once_more_when_the_database_dropped_the_kept_connection(writer, backend_pid) -> None:  # noqa: ANN001
-    """``backend_pid(conn)`` asks PostgreSQL which backend serves ``conn``, the way the writer's work runs SQL."""
+def check_run_tries_once_more_when_the_database_dropped_the_kept_connection(writer, backend_pid,  # noqa: ANN001
+                                                                           run=None) -> None:  # noqa: ANN001
+    """``backend_pid(conn)`` asks PostgreSQL which backend serves ``conn``, the way the writer's work runs SQL;
+    ``run``: the Writer's method that runs it (``writer.run`` unless given)."""
     if writer.engine.dialect.name != "postgresql":
         pytest.skip("a SQLite connection is a file the process holds: no server drops it")
     with writer.transaction() as kept:
@@ -70,8 +72,13 @@ def check_run_tries_once_more_when_the_database_dropped_the_kept_connection(writ
         tries.append(conn)
         return backend_pid(conn)
 
-    assert writer.run(work) != backend
-    assert len(tries) == 2 and tries[0] is kept and tries[1] is not kept
+    assert (run or writer.run)(work) != backend
+    # The second try is on a fresh connection. The first reaches the work unless the transaction's own BEGIN
+    # (sent first on an autocommit connection) already found the connection gone.
+    assert tries[-1] is not kept and tries[:-1] in ([], [kept])
+    begins_first = run is None and writer.engine.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    if not begins_first:
+        assert len(tries) == 2
 
 
 def test_run_tries_once_more_on_a_fresh_connection_when_the_database_dropped_the_kept_one(writer):
@@ -93,9 +100,15 @@ def test_run_does_not_repeat_a_transaction_the_database_refused(writer):
 
 # --- transactions begun and committed on the driver's connection (the webhooks' record) -----------------
 
-@pytest.fixture
-def driver_writer(database_url):
+@pytest.fixture(params=["transactional", "autocommit"])
+def driver_writer(request, database_url):
+    """A driver-SQL Writer; on PostgreSQL also on an autocommit engine (the store's), whose transactions
+    send BEGIN themselves."""
     engine = make_engine(database_url, pre_ping=False)
+    if request.param == "autocommit":
+        if engine.dialect.name != "postgresql":
+            pytest.skip("the store's engine is in autocommit on PostgreSQL only")
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     writer = Writer(engine, driver_sql=True)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS driver_test (n INTEGER)")
@@ -178,3 +191,30 @@ def test_a_locked_sqlite_database_at_begin_is_a_dbapi_error(driver_writer, datab
 def test_run_with_driver_sql_tries_once_more_when_the_database_dropped_the_kept_connection(driver_writer):
     check_run_tries_once_more_when_the_database_dropped_the_kept_connection(
         driver_writer, lambda conn: driver_run(conn, "SELECT pg_backend_pid()")[0])
+
+
+def autocommit_only(writer) -> None:  # noqa: ANN001
+    """run_alone is for a connection where a statement is a transaction by itself."""
+    if writer.engine.dialect.name == "postgresql" and \
+            writer.engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        pytest.skip("run_alone needs an autocommit connection (psycopg opens a transaction otherwise)")
+
+
+def test_run_alone_commits_its_statement_on_the_kept_connection(driver_writer):
+    autocommit_only(driver_writer)
+    seen = []
+
+    def insert(conn):  # noqa: ANN001, ANN202
+        seen.append(conn)
+        driver_run(conn, "INSERT INTO driver_test (n) VALUES (1)")
+
+    driver_writer.run_alone(insert)
+    assert committed_rows(driver_writer) == 1
+    with driver_writer.transaction() as conn:
+        assert conn is seen[0]
+
+
+def test_run_alone_tries_once_more_when_the_database_dropped_the_kept_connection(driver_writer):
+    autocommit_only(driver_writer)
+    check_run_tries_once_more_when_the_database_dropped_the_kept_connection(
+        driver_writer, lambda conn: driver_run(conn, "SELECT pg_backend_pid()")[0], run=driver_writer.run_alone)

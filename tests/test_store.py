@@ -1,0 +1,71 @@
+"""Recording a delivery: on PostgreSQL an item's first delivery is one statement, anything else a transaction."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+import listener.db
+from tests.conftest import asset_events, base_config, load_fixture, rows
+
+TAKEN_ASSET = "c0ffee00-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+def transactions(monkeypatch):
+    """Every transaction the store begins on the driver's connection, as a list that grows."""
+    begun = []
+    real = listener.db._driver_transaction
+
+    def counted(conn):  # noqa: ANN001, ANN202
+        begun.append(conn)
+        return real(conn)
+
+    monkeypatch.setattr(listener.db, "_driver_transaction", counted)
+    return begun
+
+
+def postgresql_only(listener) -> None:  # noqa: ANN001
+    if listener.runtime.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's webhook path always takes its write lock in a transaction")
+
+
+def test_on_postgresql_a_first_delivery_and_an_ignored_call_need_no_transaction(listener, transactions):
+    postgresql_only(listener)
+    create, proxy = asset_events("first-delivery-asset")
+    assert listener.post("/create", create).json()["status"] == "accepted"
+    assert listener.post("/create", {**create, "event_type": "collections"}).json()["status"] == "ignored"
+    assert transactions == []
+    [item] = rows(listener.runtime, "items")
+    assert item["state"] == "created"
+    assert [e["status"] for e in rows(listener.runtime, "events")] == ["accepted", "ignored"]
+
+    # The item exists now: its next delivery reads and changes it in a transaction.
+    assert listener.post("/proxy", proxy).json()["status"] == "accepted"
+    assert len(transactions) == 1
+    assert rows(listener.runtime, "items")[0]["state"] == "ready"
+    assert [a["kind"] for a in rows(listener.runtime, "actions")] == ["analyze"]
+
+
+def test_a_first_delivery_that_requests_an_action_is_stored_with_it_in_a_transaction(start_listener,
+                                                                                     transactions):
+    config = base_config()
+    config["sources"]["scoopa"]["download"] = True
+    live = start_listener(config)
+    assert live.post("/scoopa", load_fixture("scoopa", "new_file__video")).json()["status"] == "accepted"
+    assert len(transactions) == 1
+    [item] = rows(live.runtime, "items")
+    assert [(a["kind"], a["item_id"]) for a in rows(live.runtime, "actions")] == [("download", item["id"])]
+
+
+def test_a_first_delivery_whose_dedupe_key_is_taken_is_a_duplicate(listener):
+    """Cannot happen through the endpoints (a new item has no events); the store still answers it sensibly:
+    on PostgreSQL the single statement fails whole, and the transaction records a duplicate."""
+    create, _ = asset_events("the-original-asset")
+    original = listener.post("/create", create).json()["event_id"]
+    with listener.runtime.engine.begin() as conn:
+        conn.execute(text("UPDATE events SET dedupe_key = :taken WHERE id = :id"),
+                     {"taken": f"iconik:{TAKEN_ASSET}:created", "id": original})
+    taken, _ = asset_events(TAKEN_ASSET)
+    assert listener.post("/create", taken).json() == {"status": "duplicate", "event_id": original}
+    assert [e["status"] for e in rows(listener.runtime, "events")] == ["accepted", "duplicate"]
+    assert {i["key"] for i in rows(listener.runtime, "items")} == {"the-original-asset", TAKEN_ASSET}
