@@ -75,10 +75,9 @@ def check_run_tries_once_more_when_the_database_dropped_the_kept_connection(writ
     assert (run or writer.run)(work) != backend
     # The second try is on a fresh connection. The first reaches the work unless the transaction's own BEGIN
     # (sent first on an autocommit connection) already found the connection gone.
-    assert tries[-1] is not kept and tries[:-1] in ([], [kept])
     begins_first = run is None and writer.engine.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-    if not begins_first:
-        assert len(tries) == 2
+    assert len(tries) == (1 if begins_first else 2)
+    assert tries[-1] is not kept and tries[:-1] in ([], [kept])
 
 
 def test_run_tries_once_more_on_a_fresh_connection_when_the_database_dropped_the_kept_one(writer):
