@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from handlers.base import ActionRequest, Event, Ignored, ItemView, Transition
 from listener.db import Writer, driver_error
@@ -299,12 +300,9 @@ class _Cursor:
     def one_or_integrity_error(self, sql: str, params: dict[str, Any]) -> tuple | None:
         """``one``, or None if the statement broke a constraint (outside a transaction: nothing to roll back)."""
         try:
-            self.cursor.execute(sql, params)
-        except self.dialect.loaded_dbapi.IntegrityError:
+            return self.one(sql, params)
+        except IntegrityError:
             return None
-        except self.dialect.loaded_dbapi.Error as error:
-            raise driver_error(self.conn, sql, params, error, self.cursor) from error
-        return self.cursor.fetchone()
 
     def close(self) -> None:
         with contextlib.suppress(self.dialect.loaded_dbapi.Error):  # an invalidated connection's is gone
