@@ -242,7 +242,7 @@ def test_worker_killed_mid_upload_restarted_worker_resumes_with_rest(tmp_path, f
     assert final.read_bytes() == content
     assert sorted(os.listdir(incoming)) == [name]
     assert watcher.stop() <= {size}
-    assert ftp.record.args_of("STOR") == [f"{name}.part", f"{name}.part"]
+    assert ftp.record.uploads() == [("APPE", f"{name}.part"), ("STOR", f"{name}.part")]  # the second from REST
     rests = [int(offset) for offset in ftp.record.args_of("REST")]
     assert rests and set(rests) == {have}  # the second attempt appended to what the server had
     assert ftp.record.bytes_received == size  # every byte once: the second attempt sent only the rest
@@ -258,8 +258,9 @@ def test_full_ftp_server_is_retried_on_schedule_and_its_answer_is_in_the_transfe
                                                                                          listener):
     size, name = 4 * MIB, "full.mov"
     content = make_file(files.root / name, size)
-    # One server out of space for two attempts (STOR answered 452), then freed; another that runs out of space
-    # during every upload (552 on the control connection, the data connection closed), as a disk filling up does.
+    # One server out of space for two attempts (the upload command answered 452), then freed; another that runs out
+    # of space during every upload (552 on the control connection, the data connection closed), as a disk filling
+    # up does.
     freed = ftp_server("freed", full_first_stors=2)
     stays_full = ftp_server("stays-full", cut_first_uploads=100, cut_at=300_000,
                             cut_reply="552 Requested file action aborted: exceeded storage allocation (test server).")
@@ -288,7 +289,7 @@ def test_full_ftp_server_is_retried_on_schedule_and_its_answer_is_in_the_transfe
     assert (freed.root / name).read_bytes() == content
     assert sorted(waits["to-freed"]) == [1, 2]
     assert all("452 Insufficient storage space" in error for error, _ in waits["to-freed"].values())
-    assert_on_schedule(freed.record.times_of("STOR"), waits["to-freed"], schedules["to-freed"])
+    assert_on_schedule(freed.record.upload_times(), waits["to-freed"], schedules["to-freed"])
 
     # Still full when the schedule is used up: failed, with the server's own answer as the last error.
     failed = pushes["to-stays-full"]
@@ -296,10 +297,10 @@ def test_full_ftp_server_is_retried_on_schedule_and_its_answer_is_in_the_transfe
     assert "552 Requested file action aborted: exceeded storage allocation" in failed["error"], failed["error"]
     assert sorted(waits["to-stays-full"]) == [1, 2]
     assert all("552 Requested" in error for error, _ in waits["to-stays-full"].values())
-    assert_on_schedule(stays_full.record.times_of("STOR"), waits["to-stays-full"], schedules["to-stays-full"])
+    assert_on_schedule(stays_full.record.upload_times(), waits["to-stays-full"], schedules["to-stays-full"])
     assert sorted(os.listdir(stays_full.root)) == [f"{name}.part"]  # never under the final name
     for workflow, push in pushes.items():
-        stors = (freed if workflow == "to-freed" else stays_full).record.times_of("STOR")
+        stors = (freed if workflow == "to-freed" else stays_full).record.upload_times()
         print(f"\n[full FTP] {workflow}: status={push['status']} attempts={push['attempts']} "
               f"schedule={schedules[workflow]} seconds between attempts={[round(gap, 2) for gap in gaps(stors)]}"
               f"\n  errors while waiting={[error for error, _ in waits[workflow].values()]}"

@@ -171,8 +171,8 @@ def test_pushed_file_appears_under_its_final_name_only_when_whole(setup):
     assert [(a["kind"], a["status"]) for a in item["actions"]] == [("ftp_push", "done"), ("download", "done")]
     assert final.read_bytes() == content
     assert sizes == {len(content)}
-    assert "news.mov.part" in setup.plain.record.args_of("STOR")
-    assert "news.mov" not in setup.plain.record.args_of("STOR")
+    assert "news.mov.part" in setup.plain.record.upload_names()
+    assert "news.mov" not in setup.plain.record.upload_names()
     push = item["actions"][0]
     assert push["bytes_done"] == push["bytes_total"] == len(content) and push["speed_bps"] > 0
 

@@ -70,7 +70,8 @@ def test_file_appears_under_its_final_name_only_when_whole(start_listener, file_
     assert (ftp.root / "incoming" / "clip_NEWS_.mov").read_bytes() == content
     assert sorted(p.name for p in (ftp.root / "incoming").iterdir()) == ["clip_NEWS_.mov"]
     assert watcher.part_seen and watcher.seen == {len(content)}  # never seen half-written under its name
-    assert ftp.record.args_of("STOR") == ["clip_NEWS_.mov.part"]
+    # A new .part is created by APPE: STOR would truncate it, which makes some servers write it out on close.
+    assert ftp.record.uploads() == [("APPE", "clip_NEWS_.mov.part")]
     assert (ftp.record.args_of("RNFR"), ftp.record.args_of("RNTO")) == (["clip_NEWS_.mov.part"], ["clip_NEWS_.mov"])
     assert ftp.record.args_of("PASV") == [""] or ftp.record.args_of("EPSV") == [""]  # passive by default
     [push] = pushes(live.runtime)
@@ -149,8 +150,36 @@ def test_cut_upload_resumes_with_rest(start_listener, file_server, ftp_server, t
     assert (ftp.root / "big.mxf").read_bytes() == content
     [offset] = [int(arg) for arg in ftp.record.args_of("REST") if arg != "0"][-1:]
     assert size // 2 <= offset < size
-    assert ftp.record.args_of("STOR") == ["big.mxf.part", "big.mxf.part"]
+    assert ftp.record.uploads() == [("APPE", "big.mxf.part"), ("STOR", "big.mxf.part")]  # the second from REST
     assert ftp.record.bytes_received < 1.6 * size  # the second attempt sent the rest, not everything again
+
+
+def test_a_part_left_by_someone_else_is_overwritten_not_appended_to(start_listener, file_server, ftp_server,
+                                                                      tmp_path):
+    content = make_file(file_server.root / "clip.mov", 50_000)
+    ftp = ftp_server("playout")
+    (ftp.root / "clip.mov.part").write_bytes(b"x" * 70_000)  # an older, larger upload by another sender
+    live = start_listener(push_config(tmp_path, {"playout": ftp.config()}, [push_to("clip", "playout", "/")]))
+    live.post("/scoopa", scoopa_file(1, "clip.mov", len(content), file_server.url("ranged", "clip.mov")))
+    settle(live.runtime)
+    [push] = pushes(live.runtime)
+    assert (push["status"], push["attempts"], push["error"]) == ("done", 1, None)
+    assert (ftp.root / "clip.mov").read_bytes() == content
+    assert ftp.record.uploads() == [("STOR", "clip.mov.part")]
+    assert ftp.record.args_of("REST") == []
+
+
+def test_a_server_that_refuses_appe_gets_stor(start_listener, file_server, ftp_server, tmp_path):
+    content = make_file(file_server.root / "clip.mov", 50_000)
+    ftp = ftp_server("strict", refuse_append=True)
+    live = start_listener(push_config(tmp_path, {"strict": ftp.config()}, [push_to("clip", "strict", "/")]))
+    live.post("/scoopa", scoopa_file(1, "clip.mov", len(content), file_server.url("ranged", "clip.mov")))
+    settle(live.runtime)
+    [push] = pushes(live.runtime)
+    assert (push["status"], push["attempts"], push["error"]) == ("done", 1, None)
+    assert (ftp.root / "clip.mov").read_bytes() == content
+    assert ftp.record.uploads() == [("APPE", "clip.mov.part"), ("STOR", "clip.mov.part")]
+    assert sorted(p.name for p in ftp.root.iterdir()) == ["clip.mov"]
 
 
 def test_ftps_with_a_protected_data_channel(start_listener, file_server, ftp_server, certificate, tmp_path):

@@ -4,6 +4,7 @@ Each server records the commands it receives (and when), the most connections
 it had at once, and can: refuse its first connections (421), cut its first
 uploads part-way (426, or ``cut_reply``: a 552 for a disk filling up), answer
 its first uploads as a full server would (452 or 552, ``full_first_stors``),
+refuse APPE (``refuse_append``),
 throttle uploads (a limit a test can change while it runs), and speak
 explicit FTPS with a test certificate (control and data channel both required
 to be protected).
@@ -87,6 +88,18 @@ class ServerRecord:
         with self.lock:
             return [at for (cmd, _), at in zip(self.commands, self.times, strict=True) if cmd == command]
 
+    def uploads(self) -> list[tuple[str, str]]:
+        """Every upload command (STOR or APPE) and its file name, in order."""
+        with self.lock:
+            return [(cmd, arg) for cmd, arg in self.commands if cmd in ("STOR", "APPE")]
+
+    def upload_names(self) -> list[str]:
+        return [arg for _, arg in self.uploads()]
+
+    def upload_times(self) -> list[float]:
+        with self.lock:
+            return [at for (cmd, _), at in zip(self.commands, self.times, strict=True) if cmd in ("STOR", "APPE")]
+
 
 class TestFtpServer:
     """``root`` is served for user ``pusher``; ``tls=(cert, key)`` makes it an FTPS server."""
@@ -95,14 +108,16 @@ class TestFtpServer:
 
     def __init__(self, root: Path, *, tls: tuple[Path, Path] | None = None, refuse_first: int = 0,
                  cut_first_uploads: int = 0, cut_at: int = 0, cut_reply: str = CUT_REPLY,
-                 read_limit: int | None = None, full_first_stors: int = 0, full_reply: str = FULL_REPLY) -> None:
+                 read_limit: int | None = None, full_first_stors: int = 0, full_reply: str = FULL_REPLY,
+                 refuse_append: bool = False) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.record = ServerRecord(refuse_next=refuse_first, cut_next_uploads=cut_first_uploads, cut_at=cut_at,
                                    cut_reply=cut_reply, full_next_stors=full_first_stors, full_reply=full_reply)
         record = self.record
         authorizer = DummyAuthorizer()
-        authorizer.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
+        # refuse_append: no "a" permission, so APPE is answered 550 (as a server that does not allow it).
+        authorizer.add_user(USER, PASSWORD, str(root), perm="elrdfmwMT" if refuse_append else "elradfmwMT")
 
         dtp_base = ThrottledDTPHandler if read_limit else DTPHandler
         if tls:
