@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +30,17 @@ class Recorded:
     reason: str | None = None
     item_id: int | None = None
     action_ids: list[int] = field(default_factory=list)  # new actions, to hand over after commit
+
+
+class _EventRows(NamedTuple):  # a tuple, not a frozen dataclass: cheaper to make, once per webhook
+    """An event's rows as far as they do not depend on what is stored, built before its transaction: on SQLite
+    the transaction runs inside the write lock that every web worker queues for, so it holds the lock for the
+    database's work alone."""
+
+    # The item in the state its first delivery gives it: should it be new, it is inserted so and needs no UPDATE.
+    item: dict[str, Any]
+    event: dict[str, Any]  # the event as accepted, but its item_id
+    first_requested: list[ActionRequest]  # the actions a new item's first state asks for
 
 
 @dataclass(frozen=True)
@@ -152,31 +163,34 @@ class EventStore:
         transaction takes three; anything else, or a first delivery that finds its item exists, runs in a
         transaction.
         """
-        first_state = None
-        if isinstance(outcome, Event):
-            # The item's first state, should it be new: then it is inserted in that state and needs no UPDATE.
-            source = delivery.source
-            first_state = source.handler.apply(ItemView(None, {}), outcome, source.context)
+        rows = self._event_rows(delivery, outcome, replay_of) if isinstance(outcome, Event) else None
         # A first delivery's actions go in one transaction with its item.
-        if self._sql.insert_first_delivery and not replay_of and (
-                first_state is None or not self._requested(delivery, first_state)):
-            recorded = self.writer.run_alone(lambda conn: self._record_alone(conn, delivery, outcome, first_state))
+        if self._sql.insert_first_delivery and not replay_of and (rows is None or not rows.first_requested):
+            recorded = self.writer.run_alone(lambda conn: self._record_alone(conn, delivery, outcome, rows))
             if recorded is not None:
                 return recorded
-        return self.writer.run(lambda conn: self._record(conn, delivery, outcome, first_state, replay_of))
+        return self.writer.run(lambda conn: self._record(conn, delivery, outcome, rows, replay_of))
+
+    def _event_rows(self, delivery: Delivery, event: Event, replay_of: int | None) -> _EventRows:
+        source = delivery.source
+        first_state = source.handler.apply(ItemView(None, {}), event, source.context)
+        return _EventRows(
+            item=self._item_row(delivery, event, first_state),
+            event=self._event_row(delivery, status="accepted", change=event.change,
+                                  dedupe_key=self._dedupe_key(delivery, event, replay_of),
+                                  reason=f"replay of event {replay_of}" if replay_of else None),
+            first_requested=self._requested(delivery, first_state),
+        )
 
     def _record_alone(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
-                      first_state: Transition | None) -> Recorded | None:
+                      rows: _EventRows | None) -> Recorded | None:
         """PostgreSQL, autocommit: the delivery in one statement, or None if it needs a transaction."""
         cursor = _Cursor(conn)
         try:
             if isinstance(outcome, Ignored):
                 return self._record_ignored(cursor, delivery, outcome, None)
-            assert first_state is not None  # noqa: S101 - record() makes it for every Event
-            row = cursor.one_or_integrity_error(self._sql.insert_first_delivery, {
-                **self._event_row(delivery, status="accepted", change=outcome.change,
-                                  dedupe_key=self._dedupe_key(delivery, outcome, None)),
-                **self._item_row(delivery, outcome, first_state)})
+            assert rows is not None  # noqa: S101 - record() makes them for every Event
+            row = cursor.one_or_integrity_error(self._sql.insert_first_delivery, {**rows.event, **rows.item})
         finally:
             cursor.close()
         if row is None:
@@ -184,8 +198,8 @@ class EventStore:
         item_id, event_id = row
         return Recorded("accepted", event_id, item_id=item_id)
 
-    def _record(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
-                first_state: Transition | None, replay_of: int | None) -> Recorded:
+    def _record(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored, rows: _EventRows | None,
+                replay_of: int | None) -> Recorded:
         # The statements run on the driver's cursor, in a transaction the Writer begins and commits on the
         # driver's connection: no SQLAlchemy execution machinery on the hot path. Driver errors are wrapped
         # as SQLAlchemy's would be.
@@ -193,8 +207,8 @@ class EventStore:
         try:
             if isinstance(outcome, Ignored):
                 return self._record_ignored(cursor, delivery, outcome, replay_of)
-            assert first_state is not None  # noqa: S101 - record() makes it for every Event
-            return self._record_event(cursor, delivery, outcome, first_state, replay_of)
+            assert rows is not None  # noqa: S101 - record() makes them for every Event
+            return self._record_event(cursor, delivery, outcome, rows)
         finally:
             cursor.close()
 
@@ -219,37 +233,31 @@ class EventStore:
         return transition.actions + workflow_actions(source.handler, transition.entered, transition.data,
                                                      source.context.workflows)
 
-    def _record_event(self, cursor: _Cursor, delivery: Delivery, event: Event, first_state: Transition,
-                      replay_of: int | None = None) -> Recorded:
+    def _record_event(self, cursor: _Cursor, delivery: Delivery, event: Event, rows: _EventRows) -> Recorded:
         source = delivery.source
-        dedupe_key = self._dedupe_key(delivery, event, replay_of)
-        reason = f"replay of event {replay_of}" if replay_of else None
-        item_row = self._item_row(delivery, event, first_state)
         if self._sql.lock_item_and_insert_event:
-            item_id, state, data, event_id, inserted = cursor.one(self._sql.lock_item_and_insert_event, {
-                **self._event_row(delivery, status="accepted", change=event.change, dedupe_key=dedupe_key,
-                                  reason=reason), **item_row})
+            item_id, state, data, event_id, inserted = cursor.one(self._sql.lock_item_and_insert_event,
+                                                                  {**rows.event, **rows.item})
         else:
-            item_id, state, data, inserted = self._lock_item(cursor, item_row)
-            event_id = self._log(cursor, delivery, status="accepted", item_id=item_id, change=event.change,
-                                 dedupe_key=dedupe_key, reason=reason)
+            item_id, state, data, inserted = self._lock_item(cursor, rows.item)
+            event_id = self._insert_event(cursor, {**rows.event, "item_id": item_id})
         if event_id is None:  # a new item has no events yet, so this is an item that existed
-            original = cursor.one(self._sql.find_event, {"dedupe_key": dedupe_key})[0]
+            original = cursor.one(self._sql.find_event, {"dedupe_key": rows.event["dedupe_key"]})[0]
             self._log(cursor, delivery, status="duplicate", item_id=item_id, change=event.change,
                       duplicate_of=original)
             return Recorded("duplicate", original, item_id=item_id)
 
-        if inserted:
-            transition = first_state  # inserted in that state already
+        if inserted:  # inserted in its first state already
+            requested = rows.first_requested
         else:
             data = data if isinstance(data, dict) else json.loads(data or "{}")  # SQLite's JSON is text
             transition = source.handler.apply(ItemView(state, data), event, source.context)
             cursor.run(self._sql.update_item, {
                 "state": transition.state, "data": json.dumps(transition.data, default=str),
                 "now": self._sql.time(delivery.received_at), "id": item_id})
-        requested = self._requested(delivery, transition)
+            requested = self._requested(delivery, transition)
         action_ids = _add_actions(cursor, self._sql, item_id, event_id, requested, delivery.received_at)
-        return Recorded("accepted", event_id, reason=reason, item_id=item_id, action_ids=action_ids)
+        return Recorded("accepted", event_id, reason=rows.event["reason"], item_id=item_id, action_ids=action_ids)
 
     def _lock_item(self, cursor: _Cursor, item_row: dict[str, Any]) -> tuple[int, str | None, Any, bool]:
         """SQLite: the item's id, state and data, and whether it was inserted just now."""
@@ -262,10 +270,13 @@ class EventStore:
              item_id: int | None = None, change: str | None = None, dedupe_key: str | None = None,
              duplicate_of: int | None = None) -> int | None:
         """Insert an event; None when its dedupe_key was already taken (a duplicate)."""
-        row = cursor.one(self._sql.insert_event, {
+        return self._insert_event(cursor, {
             **self._event_row(delivery, status=status, reason=reason, change=change, dedupe_key=dedupe_key,
                               duplicate_of=duplicate_of), "item_id": item_id})
-        return row[0] if row else None
+
+    def _insert_event(self, cursor: _Cursor, row: dict[str, Any]) -> int | None:
+        inserted = cursor.one(self._sql.insert_event, row)
+        return inserted[0] if inserted else None
 
     def _event_row(self, delivery: Delivery, *, status: str, reason: str | None = None, change: str | None = None,
                    dedupe_key: str | None = None, duplicate_of: int | None = None) -> dict[str, Any]:
