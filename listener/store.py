@@ -174,10 +174,12 @@ class EventStore:
     def _event_rows(self, delivery: Delivery, event: Event, replay_of: int | None) -> _EventRows:
         source = delivery.source
         first_state = source.handler.apply(ItemView(None, {}), event, source.context)
+        # A replay is past the duplicate check: it takes no dedupe_key.
+        dedupe_key = f"{source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
         return _EventRows(
-            item=self._item_row(delivery, event, first_state),
-            event=self._event_row(delivery, status="accepted", change=event.change,
-                                  dedupe_key=self._dedupe_key(delivery, event, replay_of),
+            item={"source": source.name, "key": event.key, "state": first_state.state,
+                  "data": json.dumps(first_state.data, default=str), "now": self._sql.time(delivery.received_at)},
+            event=self._event_row(delivery, status="accepted", change=event.change, dedupe_key=dedupe_key,
                                   reason=f"replay of event {replay_of}" if replay_of else None),
             first_requested=self._requested(delivery, first_state),
         )
@@ -217,14 +219,6 @@ class EventStore:
         reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
         event_id = self._log(cursor, delivery, status="ignored", reason=reason)
         return Recorded("ignored", event_id, reason=reason)
-
-    @staticmethod
-    def _dedupe_key(delivery: Delivery, event: Event, replay_of: int | None) -> str | None:
-        return f"{delivery.source.name}:{event.key}:{event.once}" if event.once and not replay_of else None
-
-    def _item_row(self, delivery: Delivery, event: Event, first_state: Transition) -> dict[str, Any]:
-        return {"source": delivery.source.name, "key": event.key, "state": first_state.state,
-                "data": json.dumps(first_state.data, default=str), "now": self._sql.time(delivery.received_at)}
 
     @staticmethod
     def _requested(delivery: Delivery, transition: Transition) -> list[ActionRequest]:
