@@ -29,6 +29,18 @@ def pushes(runtime) -> list[dict]:
     return rows(runtime, "actions", kind="ftp_push")
 
 
+def push_one_file(start_listener, file_server, tmp_path: Path, ftp, name: str, size: int,  # noqa: ANN001
+                  **server: object) -> tuple[dict, bytes]:
+    """A ``size``-byte file ``name`` downloaded, then pushed to the root of ``ftp`` (its config with ``server``
+    overrides) by one workflow; the settled push action and the file's content."""
+    content = make_file(file_server.root / name, size)
+    live = start_listener(push_config(tmp_path, {"target": ftp.config(**server)}, [push_to("push", "target", "/")]))
+    live.post("/scoopa", scoopa_file(1, name, size, file_server.url("ranged", name)))
+    settle(live.runtime)
+    [push] = pushes(live.runtime)
+    return push, content
+
+
 class Watcher:
     """Looks at the target folder as a watch folder would, and notes every size seen under the final name."""
 
@@ -99,13 +111,8 @@ def test_every_matching_workflow_pushes_and_others_do_not(start_listener, file_s
 
 
 def test_active_mode_when_the_server_says_passive_false(start_listener, file_server, ftp_server, tmp_path):
-    content = make_file(file_server.root / "active.mov", 100_000)
     ftp = ftp_server("active")
-    servers = {"active": ftp.config(passive=False)}
-    live = start_listener(push_config(tmp_path, servers, [push_to("active", "active", "/")]))
-    live.post("/scoopa", scoopa_file(1, "active.mov", len(content), file_server.url("ranged", "active.mov")))
-    settle(live.runtime)
-    [push] = pushes(live.runtime)
+    push, content = push_one_file(start_listener, file_server, tmp_path, ftp, "active.mov", 100_000, passive=False)
     assert push["status"] == "done", push["error"]
     assert (ftp.root / "active.mov").read_bytes() == content
     commands = {command for command, _ in ftp.record.commands}
@@ -114,12 +121,8 @@ def test_active_mode_when_the_server_says_passive_false(start_listener, file_ser
 
 
 def test_refused_first_connection_is_delivered_on_a_later_attempt(start_listener, file_server, ftp_server, tmp_path):
-    content = make_file(file_server.root / "late.mov", 5000)
     ftp = ftp_server("busy", refuse_first=1)
-    live = start_listener(push_config(tmp_path, {"busy": ftp.config()}, [push_to("late", "busy", "/")]))
-    live.post("/scoopa", scoopa_file(1, "late.mov", len(content), file_server.url("ranged", "late.mov")))
-    settle(live.runtime)
-    [push] = pushes(live.runtime)
+    push, content = push_one_file(start_listener, file_server, tmp_path, ftp, "late.mov", 5000)
     assert (push["status"], push["attempts"], push["error"]) == ("done", 2, None)
     assert (ftp.root / "late.mov").read_bytes() == content
     assert ftp.record.total_connections == 1  # the refused one is not counted as served
@@ -140,12 +143,8 @@ def test_failed_attempt_is_recorded_before_the_retry(start_listener, file_server
 
 def test_cut_upload_resumes_with_rest(start_listener, file_server, ftp_server, tmp_path):
     size = 2_000_000
-    content = make_file(file_server.root / "big.mxf", size)
     ftp = ftp_server("cutting", cut_first_uploads=1, cut_at=size // 2)
-    live = start_listener(push_config(tmp_path, {"cutting": ftp.config()}, [push_to("big", "cutting", "/")]))
-    live.post("/scoopa", scoopa_file(1, "big.mxf", size, file_server.url("ranged", "big.mxf")))
-    settle(live.runtime)
-    [push] = pushes(live.runtime)
+    push, content = push_one_file(start_listener, file_server, tmp_path, ftp, "big.mxf", size)
     assert (push["status"], push["attempts"]) == ("done", 2)
     assert (ftp.root / "big.mxf").read_bytes() == content
     [offset] = [int(arg) for arg in ftp.record.args_of("REST") if arg != "0"][-1:]
@@ -156,13 +155,9 @@ def test_cut_upload_resumes_with_rest(start_listener, file_server, ftp_server, t
 
 def test_a_part_left_by_someone_else_is_overwritten_not_appended_to(start_listener, file_server, ftp_server,
                                                                       tmp_path):
-    content = make_file(file_server.root / "clip.mov", 50_000)
     ftp = ftp_server("playout")
     (ftp.root / "clip.mov.part").write_bytes(b"x" * 70_000)  # an older, larger upload by another sender
-    live = start_listener(push_config(tmp_path, {"playout": ftp.config()}, [push_to("clip", "playout", "/")]))
-    live.post("/scoopa", scoopa_file(1, "clip.mov", len(content), file_server.url("ranged", "clip.mov")))
-    settle(live.runtime)
-    [push] = pushes(live.runtime)
+    push, content = push_one_file(start_listener, file_server, tmp_path, ftp, "clip.mov", 50_000)
     assert (push["status"], push["attempts"], push["error"]) == ("done", 1, None)
     assert (ftp.root / "clip.mov").read_bytes() == content
     assert ftp.record.uploads() == [("STOR", "clip.mov.part")]
@@ -170,12 +165,8 @@ def test_a_part_left_by_someone_else_is_overwritten_not_appended_to(start_listen
 
 
 def test_a_server_that_refuses_appe_gets_stor(start_listener, file_server, ftp_server, tmp_path):
-    content = make_file(file_server.root / "clip.mov", 50_000)
     ftp = ftp_server("strict", refuse_append=True)
-    live = start_listener(push_config(tmp_path, {"strict": ftp.config()}, [push_to("clip", "strict", "/")]))
-    live.post("/scoopa", scoopa_file(1, "clip.mov", len(content), file_server.url("ranged", "clip.mov")))
-    settle(live.runtime)
-    [push] = pushes(live.runtime)
+    push, content = push_one_file(start_listener, file_server, tmp_path, ftp, "clip.mov", 50_000)
     assert (push["status"], push["attempts"], push["error"]) == ("done", 1, None)
     assert (ftp.root / "clip.mov").read_bytes() == content
     assert ftp.record.uploads() == [("APPE", "clip.mov.part"), ("STOR", "clip.mov.part")]

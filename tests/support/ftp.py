@@ -84,9 +84,9 @@ class ServerRecord:
         with self.lock:
             return [arg for cmd, arg in self.commands if cmd == command]
 
-    def times_of(self, command: str) -> list[float]:
+    def times_of(self, *commands: str) -> list[float]:
         with self.lock:
-            return [at for (cmd, _), at in zip(self.commands, self.times, strict=True) if cmd == command]
+            return [at for (cmd, _), at in zip(self.commands, self.times, strict=True) if cmd in commands]
 
     def uploads(self) -> list[tuple[str, str]]:
         """Every upload command (STOR or APPE) and its file name, in order."""
@@ -97,8 +97,7 @@ class ServerRecord:
         return [arg for _, arg in self.uploads()]
 
     def upload_times(self) -> list[float]:
-        with self.lock:
-            return [at for (cmd, _), at in zip(self.commands, self.times, strict=True) if cmd in ("STOR", "APPE")]
+        return self.times_of("STOR", "APPE")
 
 
 class TestFtpServer:
