@@ -153,6 +153,11 @@ class EventStore:
             # Writer's transactions send BEGIN themselves (listener.db._driver_transaction).
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.writer = Writer(engine, driver_sql=True)
+        # PostgreSQL: the (source, change) pairs whose last delivery found its item stored already, as an
+        # iconik proxy finds its asset's create. They go straight to the transaction: the single statement
+        # serves only a new item, and for them it was a round trip and a failed insert for nothing. One
+        # that finds its item new after all puts its pair back on the single statement (``_record_event``).
+        self._finds_item: set[tuple[str, str]] = set()
 
     def record(self, delivery: Delivery, outcome: Event | Ignored, *, replay_of: int | None = None) -> Recorded:
         """Record one delivery. ``replay_of``: an admin's replay of that event, past the duplicate check
@@ -165,10 +170,13 @@ class EventStore:
         """
         rows = self._event_rows(delivery, outcome, replay_of) if isinstance(outcome, Event) else None
         # A first delivery's actions go in one transaction with its item.
-        if self._sql.insert_first_delivery and not replay_of and (rows is None or not rows.first_requested):
+        if self._sql.insert_first_delivery and not replay_of and (rows is None or not rows.first_requested) \
+                and (rows is None or (delivery.source.name, outcome.change) not in self._finds_item):
             recorded = self.writer.run_alone(lambda conn: self._record_alone(conn, delivery, outcome, rows))
             if recorded is not None:
                 return recorded
+            if rows is not None:
+                self._finds_item.add((delivery.source.name, outcome.change))
         return self.writer.run(lambda conn: self._record(conn, delivery, outcome, rows, replay_of))
 
     def _event_rows(self, delivery: Delivery, event: Event, replay_of: int | None) -> _EventRows:
@@ -243,6 +251,7 @@ class EventStore:
 
         if inserted:  # inserted in its first state already
             requested = rows.first_requested
+            self._finds_item.discard((source.name, event.change))
         else:
             data = data if isinstance(data, dict) else json.loads(data or "{}")  # SQLite's JSON is text
             transition = source.handler.apply(ItemView(state, data), event, source.context)

@@ -24,6 +24,20 @@ def transactions(monkeypatch):
     return begun
 
 
+@pytest.fixture
+def tried_alone(monkeypatch):
+    """Every delivery the store tried as a single statement outside a transaction, as a list that grows."""
+    tried = []
+    real = listener.db.Writer.run_alone
+
+    def counted(writer, work):  # noqa: ANN001, ANN202
+        tried.append(work)
+        return real(writer, work)
+
+    monkeypatch.setattr(listener.db.Writer, "run_alone", counted)
+    return tried
+
+
 def postgresql_only(listener) -> None:  # noqa: ANN001
     if listener.runtime.engine.dialect.name != "postgresql":
         pytest.skip("SQLite's webhook path always takes its write lock in a transaction")
@@ -69,3 +83,26 @@ def test_a_first_delivery_whose_dedupe_key_is_taken_is_a_duplicate(listener):
     assert listener.post("/create", taken).json() == {"status": "duplicate", "event_id": original}
     assert [e["status"] for e in rows(listener.runtime, "events")] == ["accepted", "duplicate"]
     assert {i["key"] for i in rows(listener.runtime, "items")} == {"the-original-asset", TAKEN_ASSET}
+
+
+def test_on_postgresql_a_kind_of_delivery_that_found_its_item_stored_goes_straight_to_a_transaction(
+        listener, transactions, tried_alone):
+    postgresql_only(listener)
+    for asset in ("proxy-after-create-1", "proxy-after-create-2"):
+        create, proxy = asset_events(asset)
+        assert listener.post("/create", create).json()["status"] == "accepted"
+        assert listener.post("/proxy", proxy).json()["status"] == "accepted"
+    # The first proxy tried the single statement, found its asset stored and ran a transaction; the second
+    # went straight to its transaction.
+    assert (len(tried_alone), len(transactions)) == (3, 2)
+
+    # A proxy before its create finds no item: recorded all the same, in a transaction, and the next proxy
+    # tries the single statement again.
+    for asset in ("proxy-first-1", "proxy-first-2"):
+        assert listener.post("/proxy", asset_events(asset)[1]).json()["status"] == "accepted"
+    assert (len(tried_alone), len(transactions)) == (4, 3)
+    states = {item["key"]: item["state"] for item in rows(listener.runtime, "items")}
+    assert states == {"proxy-after-create-1": "ready", "proxy-after-create-2": "ready",
+                      "proxy-first-1": "proxy_ready", "proxy-first-2": "proxy_ready"}
+    assert len([a for a in rows(listener.runtime, "actions") if a["kind"] == "analyze"]) == 2
+    assert [e["status"] for e in rows(listener.runtime, "events")] == ["accepted"] * 6
