@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from config.settings import sqlite_pragmas
 
@@ -192,6 +192,44 @@ def driver_error(conn: Connection, statement: str, params: Any, error: Exception
         conn.invalidate(error)
     return DBAPIError.instance(statement, params, error, dialect.loaded_dbapi.Error,
                                connection_invalidated=invalidated, dialect=dialect)
+
+
+class DriverCursor:
+    """The driver's cursor on a Writer's connection, for statements written as the driver's SQL (the hot paths:
+    a webhook's record, a job's claim and finish); its errors become SQLAlchemy's DBAPIError, a dropped
+    connection's invalidated as SQLAlchemy's own would be. Closes itself at the end of a ``with`` block."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+        self.cursor = conn.connection.dbapi_connection.cursor()
+
+    def __enter__(self) -> DriverCursor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def run(self, sql: str, params: dict[str, Any]) -> None:
+        try:
+            self.cursor.execute(sql, params)
+        except self.dialect.loaded_dbapi.Error as error:
+            raise driver_error(self.conn, sql, params, error, self.cursor) from error
+
+    def one(self, sql: str, params: dict[str, Any]) -> tuple | None:
+        self.run(sql, params)
+        return self.cursor.fetchone()
+
+    def one_or_integrity_error(self, sql: str, params: dict[str, Any]) -> tuple | None:
+        """``one``, or None if the statement broke a constraint (outside a transaction: nothing to roll back)."""
+        try:
+            return self.one(sql, params)
+        except IntegrityError:
+            return None
+
+    def close(self) -> None:
+        with contextlib.suppress(self.dialect.loaded_dbapi.Error):  # an invalidated connection's is gone
+            self.cursor.close()
 
 
 @contextmanager

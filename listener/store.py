@@ -6,7 +6,6 @@ duplicate checks and "both halves seen" decisions see each other's effects.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 from collections.abc import Callable, Mapping
@@ -15,10 +14,9 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from handlers.base import ActionRequest, Event, Ignored, ItemView, Transition
-from listener.db import Writer, driver_error
+from listener.db import DriverCursor, Writer
 from listener.sources import Source
 from listener.workflows import workflow_actions
 
@@ -195,7 +193,7 @@ class EventStore:
     def _record_alone(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
                       rows: _EventRows | None) -> Recorded | None:
         """PostgreSQL, autocommit: the delivery in one statement, or None if it needs a transaction."""
-        cursor = _Cursor(conn)
+        cursor = DriverCursor(conn)
         try:
             if isinstance(outcome, Ignored):
                 return self._record_ignored(cursor, delivery, outcome, None)
@@ -213,7 +211,7 @@ class EventStore:
         # The statements run on the driver's cursor, in a transaction the Writer begins and commits on the
         # driver's connection: no SQLAlchemy execution machinery on the hot path. Driver errors are wrapped
         # as SQLAlchemy's would be.
-        cursor = _Cursor(conn)
+        cursor = DriverCursor(conn)
         try:
             if isinstance(outcome, Ignored):
                 return self._record_ignored(cursor, delivery, outcome, replay_of)
@@ -222,7 +220,7 @@ class EventStore:
         finally:
             cursor.close()
 
-    def _record_ignored(self, cursor: _Cursor, delivery: Delivery, outcome: Ignored,
+    def _record_ignored(self, cursor: DriverCursor, delivery: Delivery, outcome: Ignored,
                         replay_of: int | None) -> Recorded:
         reason = f"replay of event {replay_of}: {outcome.reason}" if replay_of else outcome.reason
         event_id = self._log(cursor, delivery, status="ignored", reason=reason)
@@ -235,7 +233,7 @@ class EventStore:
         return transition.actions + workflow_actions(source.handler, transition.entered, transition.data,
                                                      source.context.workflows)
 
-    def _record_event(self, cursor: _Cursor, delivery: Delivery, event: Event, rows: _EventRows) -> Recorded:
+    def _record_event(self, cursor: DriverCursor, delivery: Delivery, event: Event, rows: _EventRows) -> Recorded:
         source = delivery.source
         if self._sql.lock_item_and_insert_event:
             item_id, state, data, event_id, inserted = cursor.one(self._sql.lock_item_and_insert_event,
@@ -262,14 +260,14 @@ class EventStore:
         action_ids = _add_actions(cursor, self._sql, item_id, event_id, requested, delivery.received_at)
         return Recorded("accepted", event_id, reason=rows.event["reason"], item_id=item_id, action_ids=action_ids)
 
-    def _lock_item(self, cursor: _Cursor, item_row: dict[str, Any]) -> tuple[int, str | None, Any, bool]:
+    def _lock_item(self, cursor: DriverCursor, item_row: dict[str, Any]) -> tuple[int, str | None, Any, bool]:
         """SQLite: the item's id, state and data, and whether it was inserted just now."""
         inserted = cursor.one(self._sql.insert_new_item, item_row)
         if inserted:
             return inserted[0], item_row["state"], item_row["data"], True
         return (*cursor.one(self._sql.find_item, {"source": item_row["source"], "key": item_row["key"]}), False)
 
-    def _log(self, cursor: _Cursor, delivery: Delivery, *, status: str, reason: str | None = None,
+    def _log(self, cursor: DriverCursor, delivery: Delivery, *, status: str, reason: str | None = None,
              item_id: int | None = None, change: str | None = None, dedupe_key: str | None = None,
              duplicate_of: int | None = None) -> int | None:
         """Insert an event; None when its dedupe_key was already taken (a duplicate)."""
@@ -277,7 +275,7 @@ class EventStore:
             **self._event_row(delivery, status=status, reason=reason, change=change, dedupe_key=dedupe_key,
                               duplicate_of=duplicate_of), "item_id": item_id})
 
-    def _insert_event(self, cursor: _Cursor, row: dict[str, Any]) -> int | None:
+    def _insert_event(self, cursor: DriverCursor, row: dict[str, Any]) -> int | None:
         inserted = cursor.one(self._sql.insert_event, row)
         return inserted[0] if inserted else None
 
@@ -293,36 +291,6 @@ class EventStore:
         }
 
 
-class _Cursor:
-    """The driver's cursor inside the Writer's transaction; its errors become SQLAlchemy's DBAPIError."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.dialect = conn.dialect
-        self.cursor = conn.connection.dbapi_connection.cursor()
-
-    def run(self, sql: str, params: dict[str, Any]) -> None:
-        try:
-            self.cursor.execute(sql, params)
-        except self.dialect.loaded_dbapi.Error as error:
-            raise driver_error(self.conn, sql, params, error, self.cursor) from error
-
-    def one(self, sql: str, params: dict[str, Any]) -> tuple | None:
-        self.run(sql, params)
-        return self.cursor.fetchone()
-
-    def one_or_integrity_error(self, sql: str, params: dict[str, Any]) -> tuple | None:
-        """``one``, or None if the statement broke a constraint (outside a transaction: nothing to roll back)."""
-        try:
-            return self.one(sql, params)
-        except IntegrityError:
-            return None
-
-    def close(self) -> None:
-        with contextlib.suppress(self.dialect.loaded_dbapi.Error):  # an invalidated connection's is gone
-            self.cursor.close()
-
-
 def add_actions(conn: Connection, item_id: int, event_id: int | None, requested: list[ActionRequest],
                 now: datetime) -> list[int]:
     """Insert the requested actions that do not exist yet, in ``conn``'s transaction; return the new ids.
@@ -332,14 +300,14 @@ def add_actions(conn: Connection, item_id: int, event_id: int | None, requested:
     """
     if not requested:
         return []
-    cursor = _Cursor(conn)
+    cursor = DriverCursor(conn)
     try:
         return _add_actions(cursor, _statements(conn.dialect.name), item_id, event_id, requested, now)
     finally:
         cursor.close()
 
 
-def _add_actions(cursor: _Cursor, sql: _Statements, item_id: int, event_id: int | None,
+def _add_actions(cursor: DriverCursor, sql: _Statements, item_id: int, event_id: int | None,
                  requested: list[ActionRequest], now: datetime) -> list[int]:
     new_ids = []
     for request in requested:

@@ -7,8 +7,7 @@ import threading
 import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from listener.db import Writer, make_engine
-from listener.store import _Cursor
+from listener.db import DriverCursor, Writer, make_engine
 from tests.support.backends import end_from_the_server
 
 
@@ -121,7 +120,7 @@ def driver_writer(request, database_url):
 
 def driver_run(conn, sql: str):  # noqa: ANN001, ANN201
     """A statement sent as the store sends its own: on the driver's cursor, errors wrapped by the store."""
-    cursor = _Cursor(conn)
+    cursor = DriverCursor(conn)
     try:
         cursor.run(sql, {})
         return cursor.cursor.fetchone() if cursor.cursor.description else None
