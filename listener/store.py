@@ -193,14 +193,11 @@ class EventStore:
     def _record_alone(self, conn: Connection, delivery: Delivery, outcome: Event | Ignored,
                       rows: _EventRows | None) -> Recorded | None:
         """PostgreSQL, autocommit: the delivery in one statement, or None if it needs a transaction."""
-        cursor = DriverCursor(conn)
-        try:
+        with DriverCursor(conn) as cursor:
             if isinstance(outcome, Ignored):
                 return self._record_ignored(cursor, delivery, outcome, None)
             assert rows is not None  # noqa: S101 - record() makes them for every Event
             row = cursor.one_or_integrity_error(self._sql.insert_first_delivery, {**rows.event, **rows.item})
-        finally:
-            cursor.close()
         if row is None:
             return None  # the item exists (or, against every expectation, its dedupe_key was taken)
         item_id, event_id = row
@@ -211,14 +208,11 @@ class EventStore:
         # The statements run on the driver's cursor, in a transaction the Writer begins and commits on the
         # driver's connection: no SQLAlchemy execution machinery on the hot path. Driver errors are wrapped
         # as SQLAlchemy's would be.
-        cursor = DriverCursor(conn)
-        try:
+        with DriverCursor(conn) as cursor:
             if isinstance(outcome, Ignored):
                 return self._record_ignored(cursor, delivery, outcome, replay_of)
             assert rows is not None  # noqa: S101 - record() makes them for every Event
             return self._record_event(cursor, delivery, outcome, rows)
-        finally:
-            cursor.close()
 
     def _record_ignored(self, cursor: DriverCursor, delivery: Delivery, outcome: Ignored,
                         replay_of: int | None) -> Recorded:
@@ -300,11 +294,8 @@ def add_actions(conn: Connection, item_id: int, event_id: int | None, requested:
     """
     if not requested:
         return []
-    cursor = DriverCursor(conn)
-    try:
+    with DriverCursor(conn) as cursor:
         return _add_actions(cursor, _statements(conn.dialect.name), item_id, event_id, requested, now)
-    finally:
-        cursor.close()
 
 
 def _add_actions(cursor: DriverCursor, sql: _Statements, item_id: int, event_id: int | None,

@@ -119,13 +119,10 @@ def driver_writer(request, database_url):
 
 
 def driver_run(conn, sql: str):  # noqa: ANN001, ANN201
-    """A statement sent as the store sends its own: on the driver's cursor, errors wrapped by the store."""
-    cursor = DriverCursor(conn)
-    try:
+    """A statement sent as the store sends its own: on the driver's cursor, errors wrapped as SQLAlchemy's."""
+    with DriverCursor(conn) as cursor:
         cursor.run(sql, {})
         return cursor.cursor.fetchone() if cursor.cursor.description else None
-    finally:
-        cursor.close()
 
 
 def committed_rows(writer) -> int:  # noqa: ANN001
