@@ -167,9 +167,11 @@ class EventStore:
         transaction.
         """
         rows = self._event_rows(delivery, outcome, replay_of) if isinstance(outcome, Event) else None
-        # A first delivery's actions go in one transaction with its item.
-        if self._sql.insert_first_delivery and not replay_of and (rows is None or not rows.first_requested) \
-                and (rows is None or (delivery.source.name, outcome.change) not in self._finds_item):
+        # A first delivery's actions go in one transaction with its item; a kind of delivery that found its
+        # item stored last time goes to the transaction at once.
+        alone = rows is None or (not rows.first_requested
+                                 and (delivery.source.name, outcome.change) not in self._finds_item)
+        if self._sql.insert_first_delivery and not replay_of and alone:
             recorded = self.writer.run_alone(lambda conn: self._record_alone(conn, delivery, outcome, rows))
             if recorded is not None:
                 return recorded
