@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, bindparam, text, update
 from jobs.context import ActionContext
 from jobs.errors import ActionError, ActionFailed, PermanentError, Postpone
 from jobs.heartbeat import heartbeat
-from listener.db import DriverCursor, Writer
+from listener.db import DriverCursor, Writer, placeholder
 from listener.models import actions, items
 from listener.outbox import Outbox, Pending
 from listener.outbox import job_id as rq_job_id
@@ -124,10 +124,10 @@ def _finish_sql(value: Callable[[str], str]) -> str:
 
 
 # SQLite: through SQLAlchemy, whose column types turn its text back into datetimes.
-_CLAIM = text(_claim_sql(lambda name: f":{name}")).bindparams(
+_CLAIM = text(_claim_sql(placeholder("sqlite"))).bindparams(
     bindparam("now", type_=actions.c.started_at.type)).columns(*actions.c)
 _ITEM = text(f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE id = :id").columns(*items.c)
-_FINISH = text(_finish_sql(lambda name: f":{name}")).bindparams(
+_FINISH = text(_finish_sql(placeholder("sqlite"))).bindparams(
     bindparam("now", type_=actions.c.finished_at.type), bindparam("error", type_=actions.c.error.type))
 # PostgreSQL: the claim and the item's read in one statement, and every statement its own transaction
 # (autocommit), so a job's claim and finish are two round trips where BEGIN, the statements and COMMIT
@@ -135,11 +135,11 @@ _FINISH = text(_finish_sql(lambda name: f":{name}")).bindparams(
 # driver's cursor, past SQLAlchemy's execution and result machinery (about a tenth of a worker's CPU per
 # job in the event-to-action profile): psycopg gives these columns the values SQLAlchemy's types would.
 _CLAIM_WITH_ITEM_PG = (
-    f"WITH claimed AS ({_claim_sql(lambda name: f'%({name})s')}) "
+    f"WITH claimed AS ({_claim_sql(placeholder('postgresql'))}) "
     f"SELECT {', '.join(f'claimed.{name}' for name in _ACTION_COLUMNS)}, "
     f"{', '.join(f'items.{name}' for name in _ITEM_COLUMNS)} FROM claimed JOIN items ON items.id = claimed.item_id"
 )
-_FINISH_PG = _finish_sql(lambda name: f"%({name})s")
+_FINISH_PG = _finish_sql(placeholder("postgresql"))
 
 
 class _Records:

@@ -258,6 +258,14 @@ def _write_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
 
 
+def placeholder(dialect: str) -> Callable[[str], str]:
+    """How the dialect's driver marks a named parameter in SQL written for it: psycopg's ``%(name)s``, the
+    sqlite3 module's (and SQLAlchemy's ``text()``) ``:name``."""
+    if dialect == "postgresql":
+        return lambda name: f"%({name})s"
+    return lambda name: f":{name}"
+
+
 def writer(engine: Engine) -> Engine:
     """The engine to use for a read-modify-write transaction."""
     if engine.dialect.name == "sqlite":

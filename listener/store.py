@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Engine
 
 from handlers.base import ActionRequest, Event, Ignored, ItemView, Transition
-from listener.db import DriverCursor, Writer
+from listener.db import DriverCursor, Writer, placeholder
 from listener.sources import Source
 from listener.workflows import workflow_actions
 
@@ -63,12 +63,10 @@ class _Statements:
 
     def __init__(self, dialect: str) -> None:
         postgres = dialect == "postgresql"
-
-        def value(name: str) -> str:
-            return f"%({name})s" if postgres else f":{name}"
+        value = placeholder(dialect)
 
         def json_value(name: str) -> str:
-            return f"CAST(%({name})s AS JSONB)" if postgres else f":{name}"
+            return f"CAST({value(name)} AS JSONB)" if postgres else value(name)
 
         # PostgreSQL: the item is inserted in the state given, or, if it exists, left as it is and locked.
         # DO UPDATE (not DO NOTHING) so the row is returned, and locked, either way.
