@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, update
@@ -24,11 +24,16 @@ from listener.models import actions
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Beat:
     engine: Engine
     action_id: int
     attempt: int
+    # Held while this action is beaten, and by the block's end to set ``ended``: no beat commits after the block
+    # has ended, even one the thread had started on before. A lock per action, so a job's end waits only for a
+    # beat of its own in flight.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ended: bool = False
 
 
 class _Heart:
@@ -48,7 +53,9 @@ class _Heart:
             with self.lock:
                 beats = list(self.running.values())
             for beat in beats:
-                self._beat(beat)
+                with beat.lock:
+                    if not beat.ended:
+                        self._beat(beat)
 
     @staticmethod
     def _beat(beat: _Beat) -> None:
@@ -80,10 +87,13 @@ def _heart(interval: float) -> _Heart:
 def heartbeat(engine: Engine, action_id: int, attempt: int, interval: float) -> Iterator[None]:
     """Beat for the action while the block runs: first within ``interval``, then every ``interval``."""
     heart = _heart(interval)
+    beat = _Beat(engine, action_id, attempt)
     with heart.lock:
-        heart.running[action_id] = _Beat(engine, action_id, attempt)
+        heart.running[action_id] = beat
     try:
         yield
     finally:
         with heart.lock:
             heart.running.pop(action_id, None)
+        with beat.lock:  # waits for a beat of this action already under way
+            beat.ended = True

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
+from jobs import heartbeat as heartbeat_module
 from jobs.heartbeat import heartbeat
 from listener.db import as_utc
 from listener.models import actions
@@ -45,3 +46,22 @@ def test_running_actions_are_beaten_for_while_their_block_runs_and_not_after(sta
     last = beaten_at(live, first)
     time.sleep(4 * INTERVAL)
     assert beaten_at(live, first) == last  # the block ended: no more beats
+
+
+def test_the_block_ends_only_once_a_beat_already_under_way_has_committed(start_listener, iconik_api, monkeypatch):
+    live = start_listener(config_for(iconik_api))
+    [action_id] = running_actions(live, 1)
+    started, real_beat = threading.Event(), heartbeat_module._Heart._beat
+
+    def slow_beat(beat):  # noqa: ANN001, ANN202
+        started.set()
+        time.sleep(3 * INTERVAL)
+        real_beat(beat)
+
+    monkeypatch.setattr(heartbeat_module._Heart, "_beat", staticmethod(slow_beat))
+    with heartbeat(live.runtime.engine, action_id, 1, INTERVAL):
+        assert started.wait(5)  # the block ends while a beat for its action is under way
+    ended = beaten_at(live, action_id)
+    assert ended != STALE  # that beat committed before the block ended
+    time.sleep(5 * INTERVAL)
+    assert beaten_at(live, action_id) == ended  # and none came after
