@@ -28,8 +28,8 @@ from jobs import safe_url
 from jobs.context import ActionContext
 from jobs.errors import ActionError, PermanentError
 from jobs.file_names import move_into_place, safe_file_name
-from jobs.writeback import start_writeback
 from listener.chain import enter_state
+from listener.writeback import start_writeback
 
 log = logging.getLogger(__name__)
 

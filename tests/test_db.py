@@ -1,12 +1,14 @@
 """The webhook path's write connection: kept by its thread between transactions, dropped after a failure."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 
 import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from listener import db
 from listener.db import DriverCursor, Writer, make_engine
 from tests.support.backends import end_from_the_server
 
@@ -213,3 +215,63 @@ def test_run_alone_tries_once_more_when_the_database_dropped_the_kept_connection
     autocommit_only(driver_writer)
     check_run_tries_once_more_when_the_database_dropped_the_kept_connection(
         driver_writer, lambda conn: driver_run(conn, "SELECT pg_backend_pid()")[0], run=driver_writer.run_alone)
+
+
+@pytest.fixture
+def sqlite_file_writer(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}", pre_ping=False)
+    writer = Writer(engine)
+    with writer.transaction() as conn:
+        conn.exec_driver_sql("CREATE TABLE wal_test (n INTEGER)")
+    yield writer
+    writer.close()
+    engine.dispose()
+
+
+@pytest.fixture
+def writebacks_started(monkeypatch):
+    """The descriptors whose writeback the write path starts, each with the inode it had at that moment."""
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr(db, "start_fd_writeback", lambda fd: started.append((fd, os.fstat(fd).st_ino)))
+    return started
+
+
+def insert_rows(writer: Writer, count: int) -> None:
+    for n in range(count):
+        with writer.transaction() as conn:
+            conn.exec_driver_sql(f"INSERT INTO wal_test (n) VALUES ({n})")
+
+
+def test_sqlite_write_transactions_start_the_wals_writeback_every_few_transactions(sqlite_file_writer,
+                                                                                  writebacks_started):
+    """Outside the write lock, so that the checkpoint's fdatasync inside it finds the WAL written already."""
+    wal = f"{sqlite_file_writer.engine.url.database}-wal"
+    insert_rows(sqlite_file_writer, 2 * db._WalWriteback.EVERY - 2)  # with the CREATE TABLE: one short of two
+    assert [inode for _fd, inode in writebacks_started] == [os.stat(wal).st_ino]
+    insert_rows(sqlite_file_writer, 1)
+    assert len(writebacks_started) == 2
+
+
+def test_the_wal_is_reopened_once_sqlite_has_deleted_it(tmp_path, sqlite_file_writer, writebacks_started):
+    database = sqlite_file_writer.engine.url.database
+    insert_rows(sqlite_file_writer, db._WalWriteback.EVERY)
+    first_fd, first_inode = writebacks_started[-1]
+    sqlite_file_writer.close()
+    sqlite_file_writer.engine.dispose()  # the last connection closed: SQLite checkpoints and deletes the WAL
+    assert not os.path.exists(f"{database}-wal")
+    again = Writer(make_engine(f"sqlite:///{database}", pre_ping=False))
+    try:
+        insert_rows(again, db._WalWriteback.EVERY)
+        fd, inode = writebacks_started[-1]
+        assert inode == os.stat(f"{database}-wal").st_ino
+        assert os.fstat(fd).st_nlink == 1  # the WAL in use, not the deleted one
+    finally:
+        again.close()
+        again.engine.dispose()
+
+
+def test_no_wal_to_write_back_is_no_failure(tmp_path, writebacks_started):
+    writeback = db._WalWriteback(str(tmp_path / "never-opened.db"))
+    for _ in range(2 * writeback.EVERY):
+        writeback.after_transaction()
+    assert writebacks_started == []

@@ -1,4 +1,7 @@
-"""Start writing a file's new bytes to disk while more arrive (Linux), so the final fsync is short.
+"""Start writing a file's new bytes to disk while more arrive (Linux), so the fsync that follows is short.
+
+Two users: a download (below), and SQLite's write-ahead log (``listener.db``), whose
+checkpoint fsyncs it inside the write lock that every web worker waits for.
 
 A download is fsynced before it is renamed into place, so no torn file ever
 appears under its final name. Written in one go at the end, that fsync wrote
@@ -37,8 +40,13 @@ _sync_file_range = _load()
 
 def start_writeback(file: BinaryIO, start: int, end: int) -> None:
     """Ask the kernel to start writing bytes ``start`` to ``end`` of ``file`` to disk; do not wait."""
+    file.flush()
+    start_fd_writeback(file.fileno(), start, end - start)
+
+
+def start_fd_writeback(fd: int, start: int = 0, length: int = 0) -> None:
+    """``start_writeback`` on a descriptor; a ``length`` of 0 means to the end of the file, whatever its size."""
     if _sync_file_range is None:
         return
-    file.flush()
-    # A failure only means the final fsync has more to do: nothing to report.
-    _sync_file_range(file.fileno(), start, end - start, _SYNC_FILE_RANGE_WRITE)
+    # A failure only means the fsync that follows has more to do: nothing to report.
+    _sync_file_range(fd, start, length, _SYNC_FILE_RANGE_WRITE)
