@@ -38,6 +38,13 @@ def get_engine(url: str, pre_ping: bool = True) -> Engine:
     return _engines[key]
 
 
+def forget_connections_after_fork() -> None:
+    """In a forked child: the pools of the engines made before the fork start empty, their connections left to
+    the parent (SQLAlchemy's ``dispose(close=False)``)."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
 def _sqlite_engine(url: str) -> Engine:
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":

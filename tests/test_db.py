@@ -275,3 +275,19 @@ def test_no_wal_to_write_back_is_no_failure(tmp_path, writebacks_started):
     for _ in range(2 * writeback.EVERY):
         writeback.after_transaction()
     assert writebacks_started == []
+
+
+def test_after_a_fork_the_engines_pools_forget_the_parents_connections_without_closing_them(tmp_path):
+    """gunicorn forks its workers from a master that imported the app: a worker must open connections of its
+    own, and must not close the master's under it."""
+    engine = db.get_engine(f"sqlite:///{tmp_path / 'fork.db'}", pre_ping=False)
+    with engine.connect() as conn:
+        parents = conn.connection.dbapi_connection
+    assert engine.pool.checkedin() == 1
+    db.forget_connections_after_fork()
+    assert engine.pool.checkedin() == 0
+    assert parents.execute("SELECT 1").fetchone() == (1,)  # still open, for the parent
+    with engine.connect() as conn:
+        assert conn.connection.dbapi_connection is not parents
+    parents.close()
+    engine.dispose()
