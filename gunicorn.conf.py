@@ -2,6 +2,7 @@
 
 Override any of them with environment variables where noted.
 """
+import gc
 import multiprocessing
 import os
 import shutil
@@ -28,7 +29,7 @@ accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "1") != "0" else None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 # Metrics from every worker process, summed on /metrics (prometheus-client multiprocess mode).
-# Set here, before the workers fork and import the app.
+# Set here, when gunicorn reads this file: before the master imports the app (which writes no metric itself).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
                       os.path.join(tempfile.gettempdir(), f"listener-metrics-{os.getpid()}"))
 
@@ -42,6 +43,13 @@ def on_starting(server):  # noqa: ANN001, ARG001 - gunicorn hook
 # Imported here, once: importing inside child_exit (a SIGCHLD handler) re-entered the import
 # when two workers exited at once during shutdown, and the master died with a traceback.
 from prometheus_client import multiprocess  # noqa: E402
+
+
+def pre_fork(server, worker):  # noqa: ANN001, ARG001 - gunicorn hook
+    # The app's objects, made by the master, move to the garbage collector's permanent generation: a worker's
+    # collections then never write to them, so their pages stay shared with the master instead of being
+    # copied, all at once, at a worker's first full collection (a p99 of 56 to 103 ms in such runs).
+    gc.freeze()
 
 
 def post_fork(server, worker):  # noqa: ANN001, ARG001 - gunicorn hook

@@ -1,0 +1,38 @@
+"""gunicorn.conf.py's hooks for a preloaded app: what the master does before a fork and a worker after it."""
+from __future__ import annotations
+
+import gc
+import runpy
+from pathlib import Path
+
+import pytest
+
+from listener import db
+
+CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+
+
+@pytest.fixture
+def conf(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    return runpy.run_path(str(CONF))
+
+
+def test_the_app_is_preloaded_by_the_master(conf):
+    assert conf["preload_app"] is True
+
+
+def test_before_a_fork_the_masters_objects_are_frozen_out_of_the_workers_collections(conf):
+    gc.unfreeze()
+    try:
+        conf["pre_fork"](None, None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_after_a_fork_the_worker_forgets_connections_made_before_it(conf, monkeypatch):
+    forgotten = []
+    monkeypatch.setattr(db, "forget_connections_after_fork", lambda: forgotten.append(True))
+    conf["post_fork"](None, None)
+    assert forgotten == [True]
