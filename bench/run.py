@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     scratch_dir,
     use_app_root,
 )
+from machine import MachineSpeed  # noqa: E402
 from report import PartResult, render  # noqa: E402
 
 PARTS = ("ingest", "event-to-action", "download", "ftp-push")
@@ -123,7 +124,7 @@ def describe_code(options: argparse.Namespace) -> str:
     return f"the work tree at {commit}" + (" with uncommitted changes to the app" if dirty else "")
 
 
-def header(options: argparse.Namespace) -> list[str]:
+def header(options: argparse.Namespace, speed: MachineSpeed) -> list[str]:
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip() \
         if shutil.which("wrk") else "wrk not installed"
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
@@ -132,6 +133,7 @@ def header(options: argparse.Namespace) -> list[str]:
         f"when: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; code: {describe_code(options)}",
         f"machine: {machine_description()}, {platform.system()} {platform.release()}; load average at the end "
         f"{load} (anything else running on the machine lowers the figures)",
+        speed.describe(),
         f"load generator: {wrk.split(' Copyright')[0]}, on the same machine: with 2 cores it competes with the "
         "servers for CPU, so every figure is lower than on a separate client",
     ]
@@ -140,6 +142,7 @@ def header(options: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     started = time.monotonic()
+    speed = MachineSpeed().start()
     results: list[PartResult] = []
     with scratch_dir(options.keep) as scratch:
         if options.ref:
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in sorted(Path(options.profile).glob("ingest-*.txt")):
             print(report(path, top=30, under="Flask.wsgi_app"), end="\n\n")
-    lines = header(options)
+    lines = header(options, speed)
     lines.append(f"took: {time.monotonic() - started:.0f} s")
     print(render(results, lines, markdown=options.markdown))
     if options.json:
