@@ -195,11 +195,16 @@ def run_worker(runtime: Runtime, *, burst: bool = False, dispatcher_interval: fl
     configure_logging(runtime.settings)
     install(runtime)
     preload(runtime)
+    # The worker's Redis client is its own and unused until RQ has raised its socket timeout above the minutes
+    # its blocking pop waits for jobs: RQ raises it for connections made afterwards only. Sharing one client,
+    # the dispatcher's thread made a connection first, the pop came back on it, and an idle worker quit after
+    # the runtime's 30 s socket timeout.
     connection = runtime.redis()
-    stop = Dispatcher(runtime.engine, Outbox(connection, runtime.settings.queue_name), interval=dispatcher_interval,
-                      config=runtime.config, stale_after=3 * runtime.settings.heartbeat_seconds).start()
     queue = Queue(runtime.settings.queue_name, connection=connection)
     worker = ListenerWorker([queue], connection=connection)
+    stop = Dispatcher(runtime.engine, Outbox(runtime.redis(), runtime.settings.queue_name),
+                      interval=dispatcher_interval, config=runtime.config,
+                      stale_after=3 * runtime.settings.heartbeat_seconds).start()
     log.info("listener.worker.start queue=%s redis=%s", queue.name, _redacted(runtime.settings.effective_redis_url))
     try:
         # The RQ scheduler moves retries whose time has come back onto the queue.
