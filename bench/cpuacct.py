@@ -50,22 +50,34 @@ def postgres_backends(admin_url: str, database: str) -> list[int]:
 
 
 class CpuMeter:
-    """``start()`` then ``stop()``: CPU seconds used in between by the trees and processes given."""
+    """``start()`` then ``stop()``: CPU seconds used in between by the trees and processes given.
+
+    A process's own ticks include those of its children that it has reaped (``cutime``, ``cstime``): that is
+    how the CPU of a process born and gone between the two snapshots is counted. A child that was already
+    there at ``start()`` and is reaped before ``stop()`` (a gunicorn worker recycled after ``max_requests``)
+    then arrives in its parent's ticks with its whole life's CPU; what it had used by ``start()`` is taken
+    off again, or a recycled worker would count its earlier runs a second time.
+    """
 
     def __init__(self, trees: Iterable[int] = (), processes: Iterable[int] = ()) -> None:
         self.trees = list(trees)
         self.processes = list(processes)
         self._before: dict[int, int] = {}
+        self._before_in_trees: set[int] = set()
 
-    def _snapshot(self, extra: Iterable[int] = ()) -> dict[int, int]:
-        pids = {pid for root in self.trees for pid in _tree(root)} | set(self.processes) | set(extra)
-        return {pid: ticks for pid in pids if (ticks := _ticks(pid)) is not None}
+    def _snapshot(self, extra: Iterable[int] = ()) -> tuple[dict[int, int], set[int]]:
+        in_trees = {pid for root in self.trees for pid in _tree(root)}
+        pids = in_trees | set(self.processes) | set(extra)
+        return {pid: ticks for pid in pids if (ticks := _ticks(pid)) is not None}, in_trees
 
     def start(self, extra: Iterable[int] = ()) -> CpuMeter:
-        self._before = self._snapshot(extra)
+        self._before, self._before_in_trees = self._snapshot(extra)
         return self
 
     def stop(self, extra: Iterable[int] = ()) -> float:
-        after = self._snapshot(extra)
+        after, _ = self._snapshot(extra)
         used = sum(ticks - self._before.get(pid, 0) for pid, ticks in after.items())
+        # Gone from a tree: reaped by its parent in the tree, whose ticks now hold the child's whole life.
+        reaped = self._before_in_trees - after.keys()
+        used -= sum(self._before.get(pid, 0) for pid in reaped)
         return used / TICKS
