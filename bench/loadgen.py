@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from common import BENCH, BenchError
@@ -32,6 +32,7 @@ class WrkResult:
     errors: dict[str, int]
     latency_ms: dict[str, float]
     answered_posts: int = 0
+    quantiles_ms: list[float] = field(default_factory=list)  # the latency at 0.1 %, 0.2 %, ... 100 %
 
     @property
     def ok(self) -> int:
@@ -58,12 +59,36 @@ class WrkResult:
                     errors={k: int(v) for k, v in (data.get("errors") or {}).items()},
                     latency_ms={k: v / 1000.0 for k, v in data["latency_us"].items()},
                     answered_posts=int(data.get("answered_posts") or 0),
+                    quantiles_ms=[int(value) / 1000.0 for value in (data.get("quantiles_us") or "").split(",")
+                                  if value],
                 )
         raise BenchError(f"wrk printed no result:\n{output[-2000:]}")
 
     def as_json(self) -> dict[str, Any]:
         return dict(requests=self.requests, duration_s=self.duration_s, statuses=self.statuses, errors=self.errors,
                     latency_ms=self.latency_ms, ok_per_second=self.ok_per_second)
+
+
+def merged_latency(results: list[WrkResult]) -> dict[str, float]:
+    """p50, p90 and p99 (ms) of several runs' requests taken together, and the largest.
+
+    wrk gives each run's latency at every 0.1 %; each of those points stands for a
+    thousandth of its run's requests. The median of the runs' own p99s would hide a
+    slow run; this does not.
+    """
+    points = sorted((value, result.requests / len(result.quantiles_ms))
+                    for result in results if result.quantiles_ms for value in result.quantiles_ms)
+    figures = {"max": max((result.latency_ms["max"] for result in results), default=0.0)}
+    total = sum(weight for _, weight in points)
+    for name, share in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
+        wanted, seen = share * total, 0.0
+        figures[name] = points[-1][0] if points else 0.0
+        for value, weight in points:
+            seen += weight
+            if seen >= wanted * (1 - 1e-9):  # the sum of floats may fall a hair short
+                figures[name] = value
+                break
+    return figures
 
 
 def argv(url: str, *, threads: int, connections: int, duration: float, script_args: list[str]) -> list[str]:

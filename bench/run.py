@@ -65,12 +65,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="smoke run: 2 s wrk runs, 200 assets, a 32 MiB file")
     parser.add_argument("--only", type=listed(PARTS), default=list(PARTS), metavar="PARTS",
                         help=f"comma-separated parts to run ({', '.join(PARTS)}); default all")
-    parser.add_argument("--duration", type=float, help="seconds of each measured wrk run (default 10)")
-    parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up before each (default 3)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds of each measured wrk run; ingest: of each app, in slices (default 10)")
+    parser.add_argument("--warmup", type=float,
+                        help="seconds of wrk warm-up before each; ingest: of each app, once (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads for ingest (default 1)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="ingest: measure every app this many times, in turn, and keep each one's best (default 1)")
+                        help="ingest: measure every app for this many times --duration in all (default 1)")
+    parser.add_argument("--slice", type=float, default=2.0,
+                        help="ingest: seconds of each app's turn; the apps take turns until each has had its "
+                             "measured time (default 2)")
     parser.add_argument("--ingest-apps", type=listed(INGEST_APPS), default=list(INGEST_APPS),
                         dest="ingest_subjects", metavar="APPS",
                         help=f"which ingest rows to measure ({', '.join(INGEST_APPS)})")

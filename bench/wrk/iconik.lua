@@ -7,7 +7,8 @@
 --       GET /healthz until stopped; prints BENCH_POSTS_DONE once all 2N POSTs
 --       are answered (the event-to-action benchmark). Run it with one thread.
 --
--- done() prints one line "BENCH_JSON {...}": counts, errors, statuses, latency (us).
+-- done() prints one line "BENCH_JSON {...}": counts, errors, statuses, latency (us), and the
+-- latency at every 0.1 % as one comma-separated string.
 
 local CREATE = [[{"data": {"analyze_status": "N/A", "created_by_user": "f1b89efa-6cb5-11e7-b50b-0a580a0000f8", ]]
   .. [["date_created": "2018-01-03T18:30:26.885375+00:00", "date_deleted": null, ]]
@@ -118,6 +119,11 @@ function done(summary, latency, requests)
     end
     posts = posts + (thread:get("answered_posts") or 0)
   end
+  -- The latency at every 0.1 % (in us), so that runs can be merged into one distribution (loadgen.py).
+  local quantiles = {}
+  for step = 1, 1000 do
+    quantiles[step] = string.format("%d", latency:percentile(step / 10))
+  end
   local result = {
     duration_us = summary.duration,
     requests = summary.requests,
@@ -130,6 +136,7 @@ function done(summary, latency, requests)
       p50 = latency:percentile(50), p90 = latency:percentile(90),
       p99 = latency:percentile(99), p999 = latency:percentile(99.9),
     },
+    quantiles_us = table.concat(quantiles, ","),
   }
   io.write("BENCH_JSON " .. encode(result) .. "\n")
 end
