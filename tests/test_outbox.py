@@ -1,13 +1,17 @@
 """Work is scheduled durably (SPEC 2): Redis down at answer time, handed over once it is back."""
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import redis
 from rq import Queue
+from rq.job import Job
+from rq.utils import utcparse
 from sqlalchemy.exc import OperationalError
 
 import jobs.runner
-from listener.outbox import Dispatcher, Outbox
+from listener.outbox import JOB_FUNCTION, Dispatcher, Outbox, Pending, _job_options
 from tests.conftest import asset_events, config_for, iconik_path, rows, run_jobs
 from tests.support.backends import RedisServer
 from tests.support.processes import ListenerProcesses
@@ -20,6 +24,41 @@ def own_redis():
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+def _what_a_hand_over_leaves(connection: redis.Redis, hand_over) -> dict:  # noqa: ANN001 - a callable
+    """Every key a hand-over of action 7 leaves in an empty Redis, with its type, TTL and contents; the job's
+    two timestamps checked for RQ's format and left out."""
+    connection.flushdb()
+    hand_over()
+    left = {}
+    for key in sorted(connection.scan_iter()):
+        kind = connection.type(key).decode()
+        contents = {"hash": connection.hgetall, "list": lambda k: connection.lrange(k, 0, -1),
+                    "set": connection.smembers}[kind](key)
+        if kind == "hash":
+            for stamp in (b"created_at", b"enqueued_at"):
+                utcparse(contents.pop(stamp).decode())
+        left[key.decode()] = (kind, connection.ttl(key), contents)
+    return left
+
+
+def test_a_job_handed_over_is_the_job_rqs_enqueue_call_makes(redis_url):
+    connection = redis.Redis.from_url(redis_url)
+    outbox = Outbox(connection, "outbox-test")
+    ours = _what_a_hand_over_leaves(connection, lambda: outbox.hand_over([Pending(7)]))
+
+    def rqs() -> None:
+        with connection.pipeline() as pipe:
+            outbox.queue.enqueue_call(JOB_FUNCTION, pipeline=pipe, **_job_options(Pending(7)))
+            pipe.execute()
+
+    assert ours == _what_a_hand_over_leaves(connection, rqs)
+    assert set(ours) == {"rq:job:action-7-0", "rq:queue:outbox-test", "rq:queues"}
+    job = Job.fetch("action-7-0", connection=connection)
+    assert (job.func_name, job.args, job.kwargs, job.origin, job.timeout, job.result_ttl, job.failure_ttl) == \
+        (JOB_FUNCTION, (7,), {}, "outbox-test", 6 * 3600, 0, 7 * 86400)
+    assert zlib.decompress(ours["rq:job:action-7-0"][2][b"data"])  # RQ's compressed pickle
 
 
 def test_request_path_hands_over_after_commit(start_listener, iconik_api):
