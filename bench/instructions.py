@@ -9,7 +9,9 @@ instructions a process executes instead (user space only), the same for the
 same code and input whatever else runs. ``wsgi_calls.py`` sends webhooks
 straight through the WSGI app on SQLite, twice: ``--warm`` of them, then
 ``--warm + --requests``; the difference over ``--requests`` is the cost of one
-webhook, without start-up, imports and first-call caches. Not counted: gunicorn
+webhook, without start-up, imports and first-call caches. Mode ``job`` counts
+the worker instead: ``wsgi_calls.py`` queues the analyses, uncounted, and
+``worker_calls.py`` runs them against ``iconik_stub.py``. Not counted: gunicorn
 (the same for every revision), the kernel, Redis and other processes.
 
 Needs valgrind (a Debian package) and redis-server; every run has its own Redis
@@ -26,23 +28,37 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import PYTHON, ROOT, BenchError, Processes, export_commit, start_redis
+import redis
+from common import PYTHON, ROOT, BenchError, Processes, export_commit, free_port, start_redis, wait_for_port
 
 CALLS = Path(__file__).with_name("wsgi_calls.py")
+JOBS = Path(__file__).with_name("worker_calls.py")
 MODES = {"create": "POST /create, a new asset each",
-         "pair": "/create + /proxy (CLOSED) of one asset, which starts an analysis"}
+         "pair": "/create + /proxy (CLOSED) of one asset, which starts an analysis",
+         "job": "an analysis run by the worker (its RQ job, claim, request to iconik, finish)"}
 
 
-def count_instructions(app_root: Path, mode: str, workdir: Path, redis_url: str, warm: int, requests: int) -> int:
+def count_instructions(app_root: Path, mode: str, workdir: Path, redis_url: str, warm: int, requests: int,
+                       iconik_url: str) -> int:
     """Instructions of one ``mode`` call (a pair counts as one), from two callgrind runs."""
-    env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"}
-    subprocess.run([PYTHON, str(CALLS), str(app_root), str(workdir), mode, "20"], env=env, check=True,
-                   capture_output=True, timeout=300)  # migrates, and compiles the bytecode
+    env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "BENCH_ICONIK_URL": iconik_url}
+
+    def calls(count: int, where: Path) -> list[str]:
+        """The command that makes ``count`` of the calls counted; for jobs, once they are queued in ``where``."""
+        if mode != "job":
+            return [PYTHON, str(CALLS), str(app_root), str(where), mode, str(count)]
+        redis.Redis.from_url(redis_url).flushdb()
+        subprocess.run([PYTHON, str(CALLS), str(app_root), str(where), "pair", str(count)], env=env, check=True,
+                       capture_output=True, timeout=600)
+        return [PYTHON, str(JOBS), str(app_root), str(where), str(count)]
+
+    # Migrates, and compiles the bytecode.
+    subprocess.run(calls(20, workdir / "20"), env=env, check=True, capture_output=True, timeout=300)
     totals = []
     for count in (warm, warm + requests):
         out = workdir / f"callgrind.{mode}.{count}"
-        run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", PYTHON, str(CALLS),
-                              str(app_root), str(workdir), mode, str(count)],
+        run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                              *calls(count, workdir / str(count))],
                              env=env, capture_output=True, text=True, timeout=1800)
         if run.returncode != 0:
             raise BenchError(f"{mode} x {count} failed: {run.stderr.strip()[-600:]}")
@@ -56,7 +72,7 @@ def count_instructions(app_root: Path, mode: str, workdir: Path, redis_url: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", metavar="REV", help="also count this commit (exported with git archive)")
-    parser.add_argument("--modes", default="create,pair", help=f"comma-separated, of: {', '.join(MODES)}")
+    parser.add_argument("--modes", default="create,pair,job", help=f"comma-separated, of: {', '.join(MODES)}")
     parser.add_argument("--warm", type=int, default=100, help="calls before the counted ones (default 100)")
     parser.add_argument("--requests", type=int, default=500, help="calls counted (default 500)")
     options = parser.parse_args()
@@ -75,11 +91,17 @@ def main() -> int:
             commit = export_commit(options.ref, scratch / "ref")
             roots = {f"{options.ref} ({commit})": scratch / "ref", "work tree": ROOT}
         redis_url, _pid = start_redis(procs)
-        redis_base = redis_url.rsplit("/", 1)[0]  # each revision its own Redis database
+        stub_port = free_port()
+        stub = procs.start("iconik-stub", [PYTHON, str(Path(__file__).with_name("iconik_stub.py")),
+                                           "--port", str(stub_port)])
+        wait_for_port(stub_port, stub.process)
+        redis_base = redis_url.rsplit("/", 1)[0]  # each revision and mode its own Redis database (of 16)
+        runs = [(name, root, mode) for name, root in roots.items() for mode in modes]
         jobs = {(name, mode): (root, mode, scratch / f"{index}-{mode}", f"{redis_base}/{index}")
-                for index, (name, root) in enumerate(roots.items()) for mode in modes}
+                for index, (name, root, mode) in enumerate(runs)}
         with ThreadPoolExecutor(max_workers=2) as pool:  # valgrind runs one thread: two at a time on 2 cores
-            futures = {key: pool.submit(count_instructions, *args, options.warm, options.requests)
+            futures = {key: pool.submit(count_instructions, *args, options.warm, options.requests,
+                                        f"http://127.0.0.1:{stub_port}")
                        for key, args in jobs.items()}
             counts = {key: future.result() for key, future in futures.items()}
     except BenchError as problem:

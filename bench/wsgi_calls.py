@@ -6,6 +6,7 @@ MODE ``create``: N ``POST /create``, each for a new asset (the ingest benchmark'
 ``pair``: N assets, each a ``/create`` then a ``/proxy`` (CLOSED) that starts an analysis (event to
 action's). No gunicorn and no sockets: the app itself, its SQLite database and Redis (``REDIS_URL``).
 The first run in WORKDIR migrates the database. Exits 1 unless every call was answered 200.
+``BENCH_ICONIK_URL``, if set, is iconik's API in the config (``worker_calls.py`` runs the analyses).
 """
 from __future__ import annotations
 
@@ -23,30 +24,41 @@ from ingest import iconik_config
 from loadgen import HOOK_TOKEN
 
 
-def main() -> int:
-    app_root, workdir, mode, count = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def use_listener(app_root: Path, workdir: Path) -> None:
+    """Make this process a listener process of the ingest benchmark's config and environment, on a SQLite
+    database in ``workdir`` (migrated on first use), with the code of ``app_root``."""
     use_app_root(app_root)
     sys.path.insert(0, str(app_root))
     os.chdir(app_root)
     workdir.mkdir(parents=True, exist_ok=True)
-    # The ingest benchmark's config and environment, for this process itself (no gunicorn, so no port).
-    os.environ.update(listener_env(
+    api = os.environ.get("BENCH_ICONIK_URL")
+    config = iconik_config(api) if api else iconik_config()
+    os.environ.update(listener_env(  # no gunicorn, so no port
         workdir=workdir, database_url=f"sqlite:///{workdir / 'var' / 'listener.db'}",
-        redis_url=os.environ["REDIS_URL"], config_path=write_config(workdir / "listener.yaml", iconik_config()),
+        redis_url=os.environ["REDIS_URL"], config_path=write_config(workdir / "listener.yaml", config),
         port=0))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")  # set by gunicorn.conf.py otherwise
     (workdir / "metrics").mkdir(exist_ok=True)
     if not (workdir / "var" / "listener.db").exists():
         migrate(os.environ)
 
+
+def quiet_logs() -> None:
+    """The log lines are formatted as always, and written where they cost no terminal."""
     import logging
 
-    from wsgi import app  # noqa: PLC0415 - from the app root given
-
-    # The log lines are formatted as always, and written where they cost no terminal.
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - for the life of the process
+
+
+def main() -> int:
+    app_root, workdir, mode, count = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    use_listener(app_root, workdir)
+
+    from wsgi import app  # noqa: PLC0415 - from the app root given
+
+    quiet_logs()
 
     fixtures = app_root / "tests" / "fixtures" / "iconik"
     create = json.loads((fixtures / "create__asset.json").read_text())
