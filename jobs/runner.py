@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, text, update
+from sqlalchemy import Connection, Dialect, Engine, Table, update
 
 from jobs.context import ActionContext
 from jobs.errors import ActionError, ActionFailed, PermanentError, Postpone
@@ -67,47 +67,27 @@ def claim(runtime: Runtime, action_id: int) -> tuple[dict[str, Any], dict[str, A
     One transaction for both: a commit fewer per job; on PostgreSQL one statement.
     """
     records = _records(runtime.engine)
-    values = {"id": action_id, "now": datetime.now(UTC)}
-
-    def claim_on_postgresql(conn: Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        with DriverCursor(conn) as cursor:
-            row = cursor.one(_CLAIM_WITH_ITEM_PG, values)
-        if row is None:
-            return None
-        return dict(zip(_ACTION_COLUMNS, row[:len(_ACTION_COLUMNS)], strict=True)), \
-            dict(zip(_ITEM_COLUMNS, row[len(_ACTION_COLUMNS):], strict=True))
-
-    def claim_on_sqlite(conn: Connection) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        row = conn.execute(_CLAIM, values).first()
-        if row is None:
-            return None
-        item = conn.execute(_ITEM, {"id": row.item_id}).one()
-        return dict(row._mapping), dict(item._mapping)
-
+    values = {"id": action_id, "now": records.time(datetime.now(UTC))}
     if records.postgres:
-        return records.writer.run_alone(claim_on_postgresql)
-    return records.writer.run(claim_on_sqlite)
+        return records.writer.run_alone(lambda conn: records.claim(conn, values))
+    return records.writer.run(lambda conn: records.claim(conn, values))
 
 
 def finish(runtime: Runtime, action_id: int, status: str, error: str | None = None) -> None:
-    values = {"id": action_id, "status": status, "error": error, "now": datetime.now(UTC)}
     records = _records(runtime.engine)
+    values = {"id": action_id, "status": status, "error": error, "now": records.time(datetime.now(UTC))}
     if records.postgres:
-        records.writer.run_alone(lambda conn: _finish_on_postgresql(conn, values))
+        records.writer.run_alone(lambda conn: records.finish(conn, values))
     else:
-        records.writer.run(lambda conn: conn.execute(_FINISH, values))
-
-
-def _finish_on_postgresql(conn: Connection, values: dict[str, Any]) -> None:
-    with DriverCursor(conn) as cursor:
-        cursor.run(_FINISH_PG, values)
+        records.writer.run(lambda conn: records.finish(conn, values))
 
 
 # Claim and finish run for every job. Written with the expression language they were built and
 # their cache keys computed on every call, on a connection checked out of the pool each time (on
 # PostgreSQL with a ping): 0.5 ms of CPU per job on SQLite and 1.5 ms on PostgreSQL, a fifth of the
-# worker's time in the event-to-action benchmark. As text written once, with the columns' types for
-# binding and reading, on a connection the worker's thread keeps, they take 0.2 and 0.6 ms.
+# worker's time in the event-to-action benchmark. Now they are the driver's SQL, written once, sent on
+# the driver's cursor past SQLAlchemy's execution and result machinery (still a fifth of a worker's CPU
+# per job on SQLite in a profile), on a connection the worker's thread keeps.
 _ACTION_COLUMNS = tuple(column.name for column in actions.c)
 _ITEM_COLUMNS = tuple(column.name for column in items.c)
 
@@ -123,23 +103,30 @@ def _finish_sql(value: Callable[[str], str]) -> str:
             f"finished_at = {value('now')}, updated_at = {value('now')} WHERE id = {value('id')}")
 
 
-# SQLite: through SQLAlchemy, whose column types turn its text back into datetimes.
-_CLAIM = text(_claim_sql(placeholder("sqlite"))).bindparams(
-    bindparam("now", type_=actions.c.started_at.type)).columns(*actions.c)
-_ITEM = text(f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE id = :id").columns(*items.c)
-_FINISH = text(_finish_sql(placeholder("sqlite"))).bindparams(
-    bindparam("now", type_=actions.c.finished_at.type), bindparam("error", type_=actions.c.error.type))
 # PostgreSQL: the claim and the item's read in one statement, and every statement its own transaction
 # (autocommit), so a job's claim and finish are two round trips where BEGIN, the statements and COMMIT
-# were seven. SQLite has no UPDATE inside WITH; its statements cost no round trip. Both are sent on the
-# driver's cursor, past SQLAlchemy's execution and result machinery (about a tenth of a worker's CPU per
-# job in the event-to-action profile): psycopg gives these columns the values SQLAlchemy's types would.
+# were seven. SQLite has no UPDATE inside WITH; its statements cost no round trip.
 _CLAIM_WITH_ITEM_PG = (
     f"WITH claimed AS ({_claim_sql(placeholder('postgresql'))}) "
     f"SELECT {', '.join(f'claimed.{name}' for name in _ACTION_COLUMNS)}, "
     f"{', '.join(f'items.{name}' for name in _ITEM_COLUMNS)} FROM claimed JOIN items ON items.id = claimed.item_id"
 )
-_FINISH_PG = _finish_sql(placeholder("postgresql"))
+_ITEM_SQLITE = f"SELECT {', '.join(_ITEM_COLUMNS)} FROM items WHERE id = :id"
+
+
+def _row_reader(table: Table, dialect: Dialect) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """A driver's row of ``table``'s columns as SQLAlchemy would give it, by name.
+
+    psycopg gives these columns the values SQLAlchemy's types would (datetimes, JSONB as dicts). The
+    sqlite3 module gives their text: each column goes through its type's own result processor, as in
+    SQLAlchemy's results.
+    """
+    names = tuple(column.name for column in table.c)
+    if dialect.name == "postgresql":
+        return lambda row: dict(zip(names, row, strict=True))
+    readers = [column.type.dialect_impl(dialect).result_processor(dialect, None) or (lambda value: value)
+               for column in table.c]
+    return lambda row: {name: read(value) for name, read, value in zip(names, readers, row, strict=True)}
 
 
 class _Records:
@@ -154,10 +141,31 @@ class _Records:
     """
 
     def __init__(self, engine: Engine) -> None:
-        self.postgres = engine.dialect.name == "postgresql"
+        dialect = engine.dialect
+        self.postgres = dialect.name == "postgresql"
         if self.postgres:  # each statement is a whole claim or finish: no BEGIN and COMMIT round trips
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.writer = Writer(engine, file_lock=False)
+        self.writer = Writer(engine, file_lock=False, driver_sql=True)
+        # A moment as the column's type binds it: SQLite stores SQLAlchemy's text for it.
+        self.time = actions.c.started_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda moment: moment)
+        self.read_action, self.read_item = _row_reader(actions, dialect), _row_reader(items, dialect)
+        value = placeholder(dialect.name)
+        self.claim_sql = _CLAIM_WITH_ITEM_PG if self.postgres else _claim_sql(value)
+        self.finish_sql = _finish_sql(value)
+
+    def claim(self, conn: Connection, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        with DriverCursor(conn) as cursor:
+            row = cursor.one(self.claim_sql, values)
+            if row is None:
+                return None
+            action, item = row[:len(_ACTION_COLUMNS)], row[len(_ACTION_COLUMNS):]
+            if not self.postgres:
+                item = cursor.one(_ITEM_SQLITE, {"id": action[_ACTION_COLUMNS.index("item_id")]})
+        return self.read_action(action), self.read_item(item)
+
+    def finish(self, conn: Connection, values: dict[str, Any]) -> None:
+        with DriverCursor(conn) as cursor:
+            cursor.run(self.finish_sql, values)
 
 
 _records_by_engine: dict[tuple[int, int], _Records] = {}
