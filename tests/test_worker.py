@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import redis
 from rq import Queue, SimpleWorker, get_current_job
 
@@ -130,3 +131,28 @@ def test_a_failed_job_still_takes_rqs_path_and_is_kept_as_failed(redis_url):
     assert connection.hget(job.key, "status") == b"failed"
     # RQ's end-of-job heartbeat, written after the job's end time (the one at its start is older).
     assert connection.hget(job.key, "last_heartbeat") >= connection.hget(job.key, "ended_at")
+
+
+def test_rqs_serializer_is_resolved_as_rq_resolves_it_and_once_per_serializer(monkeypatch):
+    import rq.job
+    import rq.serializers
+
+    import listener.worker
+
+    calls = []
+
+    def counting(serializer=None):  # noqa: ANN001, ANN202 - RQ's signature
+        calls.append(serializer)
+        return rq.serializers.resolve_serializer(serializer)
+
+    monkeypatch.setattr(listener.worker, "_resolve_serializer", counting)
+    monkeypatch.setattr(listener.worker, "_resolved_serializers", {})
+    for _ in range(3):
+        assert rq.job.resolve_serializer(None) is rq.serializers.DefaultSerializer
+        assert rq.job.resolve_serializer(rq.serializers.JSONSerializer) is rq.serializers.JSONSerializer
+        assert rq.job.resolve_serializer("rq.serializers.JSONSerializer") is rq.serializers.JSONSerializer
+    assert calls == [None, rq.serializers.JSONSerializer, "rq.serializers.JSONSerializer"]
+    unhashable = type("ListSerializer", (list,), {"dumps": staticmethod(bytes), "loads": staticmethod(list)})([1])
+    assert rq.job.resolve_serializer(unhashable) is unhashable  # not remembered, still resolved
+    with pytest.raises(NotImplementedError):
+        rq.job.resolve_serializer(object())
