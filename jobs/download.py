@@ -15,13 +15,16 @@ validity fails at once with a message saying so.
 """
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jobs import safe_url
@@ -33,7 +36,7 @@ from listener.writeback import start_writeback
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 1024 * 1024  # one buffer, reused: the worker's memory stays flat whatever the file's size
 WRITEBACK_BYTES = 8 * 1024 * 1024  # written data is handed to the disk in steps of this size
 TIMEOUT = (10.0, 60.0)  # connect, and between two reads
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -129,12 +132,34 @@ def _start_offset(fetched: safe_url.Fetched, have: int, expected: int, url: str)
     raise PermanentError(message)
 
 
+def _chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes | memoryview]:
+    """The body, a chunk at a time; a chunk is good until the next one is asked for.
+
+    A body sent as it is (no Content-Encoding: ``fetch`` asks for none) is read
+    with ``readinto`` from the HTTP response under urllib3's into one buffer.
+    urllib3's ``stream()`` copies every chunk through its decoder's buffers: for
+    1 GiB from the bench's nginx, 1.5 to 2.2 s of CPU against 0.7 to 0.8, which
+    on a slow machine was the download's time over curl's. http.client still
+    ends the body at its Content-Length (or last chunk), raises IncompleteRead
+    when the connection closes early, and times out as urllib3 set the socket.
+    A compressed body goes through urllib3, which decodes it.
+    """
+    raw = getattr(response, "_fp", None)
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity") or not isinstance(raw, http.client.HTTPResponse):
+        yield from response.stream(CHUNK_BYTES, decode_content=True)
+        return
+    buffer = memoryview(bytearray(CHUNK_BYTES))
+    while count := raw.readinto(buffer):
+        yield buffer[:count]
+
+
 def _stream(context: ActionContext, fetched: safe_url.Fetched, file: BinaryIO, start: int, expected: int,
             url: str) -> None:
     done = written_back = start
     context.progress(done, expected, force=True, resumed_from=start)
     try:
-        for chunk in fetched.response.stream(CHUNK_BYTES, decode_content=True):
+        for chunk in _chunks(fetched.response):
             done += len(chunk)
             if done > expected:
                 file.truncate(0)
@@ -145,7 +170,7 @@ def _stream(context: ActionContext, fetched: safe_url.Fetched, file: BinaryIO, s
                 start_writeback(file, written_back, done)
                 written_back = done
             context.progress(done, expected, resumed_from=start)
-    except (Urllib3Error, OSError) as error:
+    except (Urllib3Error, OSError, http.client.HTTPException) as error:
         file.flush()
         context.progress(done, expected, force=True, resumed_from=start)
         raise ActionError(f"the transfer from {safe_url.redact(url)} broke after {done} of {expected} bytes "

@@ -42,6 +42,17 @@ def test_file_arrives_whole_and_the_item_is_downloaded(start_listener, file_serv
     assert item["data"]["local_path"] == str(final)
 
 
+def test_a_body_sent_compressed_is_stored_as_the_file_it_encodes(start_listener, file_server, tmp_path):
+    content = make_file(file_server.root / "packed.mov", 300_000)
+    live = start_listener(scoopa_config(tmp_path))
+    live.post("/scoopa", scoopa_file(9, "packed.mov", len(content), file_server.url("gzip", "packed.mov")))
+    [action] = settle(live.runtime)
+    assert (action["status"], action["attempts"]) == ("done", 1)
+    assert (tmp_path / "downloads" / "packed.mov").read_bytes() == content
+    [served] = file_server.served("packed.mov")
+    assert 0 < served.bytes_sent != len(content)  # what crossed the wire was the compressed body
+
+
 def test_interrupted_download_resumes_with_a_range_request(start_listener, file_server, tmp_path):
     content = make_file(file_server.root / "long.mxf", 1_000_000)
     live = start_listener(scoopa_config(tmp_path))

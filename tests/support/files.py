@@ -9,6 +9,8 @@
 - ``cut-plain``: like ``plain``, with the same cut on the first request;
 - ``throttle``: like ``ranged``, at most ``throttle_bps`` bytes a second (read
   for every chunk, so a test can change it mid-transfer; 0: no limit);
+- ``gzip``: the whole file gzip-compressed, with ``Content-Encoding: gzip`` (whatever the
+  request's ``Accept-Encoding`` says, as some servers do);
 - ``redirect``: ``/redirect/<anything>?to=<url>`` answers 302 to that URL;
 - ``status``: ``/status/<code>`` answers with that status.
 
@@ -17,6 +19,7 @@ Every request is recorded with its ``Range`` header and how many body bytes were
 """
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import socket
@@ -127,6 +130,17 @@ class FileServer:
             handler.end_headers()
             return
         path = self.root / name
+        if mode == "gzip" and path.is_file():
+            body = gzip.compress(path.read_bytes())
+            record = Served(mode, name, handler.headers.get("Range"), 200)
+            self._record(record)
+            handler.send_response(200)
+            handler.send_header("Content-Encoding", "gzip")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            record.bytes_sent = len(body)
+            return
         if mode not in ("ranged", "plain", "cut", "cut-plain", "throttle") or not path.is_file():
             self._record(Served(mode, name, None, 404))
             handler.send_error(404)
