@@ -20,7 +20,7 @@ from listener.ratelimit import RateLimiter
 from listener.runtime import Runtime
 from listener.status_page import status_page
 from listener.store import EventStore
-from listener.webhooks import register_webhooks
+from listener.webhooks import Recorder, register_webhooks
 
 
 class JsonApi(Api):
@@ -55,7 +55,9 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.extensions["listener.rate_limiter"] = RateLimiter(fast_redis)
 
     api = JsonApi(app, catch_all_404s=True)
-    register_webhooks(api, runtime.sources)
+    register_webhooks(api, runtime.sources, Recorder(app.extensions["listener.store"],
+                                                    app.extensions["listener.outbox"],
+                                                    app.extensions["listener.rate_limiter"]))
     register_admin(api)
     app.register_blueprint(health)
     app.register_blueprint(metrics)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Request, Response, request
 from flask_restful import Api, Resource
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -23,8 +24,10 @@ from listener.auth import Forbidden, Unauthorized, check_address, check_token, p
 from listener.body import BadBody, TooLarge, clean_fields, parse_json_object, read_limited
 from listener.db import is_unavailable
 from listener.metrics import count_webhook
+from listener.outbox import Outbox
+from listener.ratelimit import RateLimiter
 from listener.sources import Source
-from listener.store import Delivery, Recorded
+from listener.store import Delivery, EventStore, Recorded
 
 log = logging.getLogger("listener")
 
@@ -41,10 +44,20 @@ def error(status: int, message: str, **headers: str) -> Answer:
     return {"status": "error", "message": message}, status, headers
 
 
+@dataclass(frozen=True)
+class Recorder:
+    """What a webhook needs besides its request: the store, the outbox and the rate limiter, the app's own."""
+
+    store: EventStore
+    outbox: Outbox
+    rate_limiter: RateLimiter
+
+
 class WebhookResource(Resource):
-    def __init__(self, source: Source, endpoint: str) -> None:
+    def __init__(self, source: Source, endpoint: str, recorder: Recorder) -> None:
         self.source = source
         self.endpoint = endpoint
+        self.recorder = recorder
 
     def get(self):  # noqa: ANN201 - flask-restful answers
         return self._receive()
@@ -63,34 +76,35 @@ class WebhookResource(Resource):
 
     def _answer_call(self) -> Answer:
         source = self.source
+        # The request itself, not Flask's proxy to it: each attribute read through the proxy looks it up again.
+        call: Request = request._get_current_object()  # type: ignore[attr-defined]
         try:
-            check_address(source.allow_ips, request.remote_addr)
-            check_token(source.token, presented_token(request.headers, request.args))
+            check_address(source.allow_ips, call.remote_addr)
+            check_token(source.token, presented_token(call.headers, call.args))
         except Forbidden as refusal:
-            log.warning("listener.%s.forbidden endpoint=%s addr=%s", source.name, self.endpoint, request.remote_addr)
+            log.warning("listener.%s.forbidden endpoint=%s addr=%s", source.name, self.endpoint, call.remote_addr)
             return error(403, str(refusal))
         except Unauthorized as refusal:
             log.warning("listener.%s.unauthorized endpoint=%s addr=%s reason=%s",
-                        source.name, self.endpoint, request.remote_addr, refusal)
+                        source.name, self.endpoint, call.remote_addr, refusal)
             return error(401, str(refusal))
 
         rate = source.config.rate_limit
         if rate is not None:
-            wait = current_app.extensions["listener.rate_limiter"].retry_after(source.name, rate.calls,
-                                                                                rate.per_seconds)
+            wait = self.recorder.rate_limiter.retry_after(source.name, rate.calls, rate.per_seconds)
             if wait is not None:
                 log.warning("listener.%s.rate_limited endpoint=%s", source.name, self.endpoint)
                 return error(429, f"rate limit of {rate.calls} calls per {rate.per_seconds:g} s exceeded",
                              **{"Retry-After": str(wait)})
 
         limit = source.config.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
+        if call.content_length is not None and call.content_length > limit:
             return error(413, f"body: larger than the limit of {limit} bytes")
+        received_at = datetime.now(UTC)
         try:
-            payload, payload_text = self._payload(limit)
+            payload, payload_text = self._payload(call, limit)
             outcome = source.handler.parse(
-                WebhookRequest(endpoint=self.endpoint, method=request.method, payload=payload,
-                               received_at=datetime.now(UTC))
+                WebhookRequest(endpoint=self.endpoint, method=call.method, payload=payload, received_at=received_at)
             )
         except TooLarge as problem:
             return error(413, str(problem))
@@ -99,9 +113,9 @@ class WebhookResource(Resource):
             return error(400, str(problem))
 
         delivery = Delivery(source=source, endpoint=self.endpoint, payload=payload, payload_text=payload_text,
-                            received_at=datetime.now(UTC), remote_addr=request.remote_addr)
+                            received_at=received_at, remote_addr=call.remote_addr)
         try:
-            recorded = current_app.extensions["listener.store"].record(delivery, outcome)
+            recorded = self.recorder.store.record(delivery, outcome)
         except DBAPIError as failure:
             if is_unavailable(failure):
                 log.error("listener.%s.database_unavailable endpoint=%s error=%s",
@@ -110,21 +124,21 @@ class WebhookResource(Resource):
             log.warning("listener.%s.unstorable endpoint=%s error=%s", source.name, self.endpoint, failure.orig)
             return error(400, "body: cannot be stored")
 
-        current_app.extensions["listener.outbox"].hand_over_new(recorded.action_ids)
+        self.recorder.outbox.hand_over_new(recorded.action_ids)
         return self._answer(recorded, outcome)
 
-    def _payload(self, limit: int) -> tuple[dict[str, Any], str | None]:
+    def _payload(self, call: Request, limit: int) -> tuple[dict[str, Any], str | None]:
         if self.source.handler.BODY == "query":
-            fields = dict(request.args)
-            if request.method == "POST":
-                request.max_content_length = limit
+            fields = dict(call.args)
+            if call.method == "POST":
+                call.max_content_length = limit
                 try:
-                    fields.update(request.form)
+                    fields.update(call.form)
                 except RequestEntityTooLarge:
                     raise TooLarge(f"body: larger than the limit of {limit} bytes") from None
             return clean_fields(fields), None
         # Parsed whatever Content-Type says: senders differ (seed 003 forces it too).
-        return parse_json_object(read_limited(request.stream, limit))
+        return parse_json_object(read_limited(call.stream, limit))
 
     def _answer(self, recorded: Recorded, outcome: Any) -> Answer:
         key = getattr(outcome, "key", None)
@@ -135,14 +149,14 @@ class WebhookResource(Resource):
         return {"status": recorded.status, "event_id": recorded.event_id}, 200, {}
 
 
-def register_webhooks(api: Api, sources: dict[str, Source]) -> None:
+def register_webhooks(api: Api, sources: dict[str, Source], recorder: Recorder) -> None:
     for source in sources.values():
         for path, methods in source.handler.ENDPOINTS.items():
             # A resource class per endpoint, routed for its methods only: anything else is a 405.
             name = f"Webhook_{source.name}_{path.strip('/').replace('-', '_')}"
             resource = type(name, (WebhookResource,), {"methods": set(methods)})
             api.add_resource(resource, path, endpoint=f"webhook:{source.name}:{path}",
-                             resource_class_kwargs={"source": source, "endpoint": path})
+                             resource_class_kwargs={"source": source, "endpoint": path, "recorder": recorder})
         if source.token is None:
             log.warning("listener.%s.open source %s has no token: anyone can call %s", source.name,
                         source.name, ", ".join(source.handler.ENDPOINTS))
