@@ -75,6 +75,7 @@ def main() -> int:
             "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
             "wsgi.input": io.BytesIO(data), "wsgi.errors": sys.stderr, "wsgi.multithread": False,
             "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
+            "wsgi.input_terminated": True,  # as gunicorn sets it
             "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(data)), "REMOTE_ADDR": "127.0.0.1",
             "HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "iconik-webhook-bench",
             "HTTP_X_LISTENER_TOKEN": HOOK_TOKEN,
