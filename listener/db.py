@@ -99,33 +99,40 @@ class Writer:
 
     def __init__(self, engine: Engine, *, file_lock: bool = True, driver_sql: bool = False) -> None:
         self.engine = writer(engine)
-        self.file_lock = file_lock  # on SQLite, each transaction behind _write_lock (the webhooks' path)
+        # On a SQLite file, each transaction behind its write lock (the webhooks' path); None elsewhere.
+        self.lock = _FileLock.of(self.engine) if file_lock else None
         # The work sends its statements on the driver's connection only (the webhooks' record): BEGIN and
         # COMMIT are then sent there too, past SQLAlchemy's transaction (its events and context objects),
         # which cost about a twentieth of a webhook's CPU. Such work must not call conn.execute().
         self.driver_sql = driver_sql
         self._kept = threading.local()
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """The kept connection, outside any transaction of the Writer's."""
+    def kept_connection(self) -> Connection:
+        """The thread's kept connection, made if it has none."""
         conn = getattr(self._kept, "conn", None)
         if conn is None:
             conn = self._kept.conn = self.engine.connect()
+        return conn
+
+    def drop(self, conn: Connection) -> None:
+        """After a failure, whatever it was (the database went away, a statement was refused): the next transaction
+        starts on a connection from the pool; one the database dropped was invalidated, and the pool discards it."""
+        self._kept.conn = None
+        conn.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """The kept connection, outside any transaction of the Writer's."""
+        conn = self.kept_connection()
         try:
             yield conn
         except BaseException:
-            # Whatever failed (the database went away, a statement was refused), the next transaction starts
-            # on a connection from the pool; one the database dropped was invalidated, and the pool discards it.
-            self._kept.conn = None
-            conn.close()
+            self.drop(conn)
             raise
 
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        with self.connection() as conn, _write_lock(self.engine) if self.file_lock else contextlib.nullcontext(), \
-                _driver_transaction(conn) if self.driver_sql else conn.begin():
-            yield conn
+    def transaction(self) -> _Transaction:
+        """A ``with`` block in a transaction on the kept connection (behind the file lock, if the Writer has one)."""
+        return _Transaction(self)
 
     def run(self, work: Callable[[Connection], Result]) -> Result:
         """``work`` in a transaction, run once more on a fresh connection if the database had dropped the
@@ -162,30 +169,86 @@ class Writer:
             conn.close()
 
 
-@contextmanager
-def _driver_transaction(conn: Connection) -> Iterator[None]:
-    """BEGIN and COMMIT on the driver's connection, their errors wrapped as SQLAlchemy's would be.
+class _Transaction:
+    """One transaction of a Writer: the kept connection, then the file lock, then BEGIN; at the end COMMIT (or
+    ROLLBACK), the lock released, and the connection dropped after any failure.
+
+    A class, not three nested generator context managers: on the webhook path their making, entering and
+    leaving was a twentieth of a webhook's instructions.
+    """
+
+    __slots__ = ("writer", "conn", "locked", "sqlalchemy_transaction")
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.locked = False
+        self.sqlalchemy_transaction: Any = None
+
+    def __enter__(self) -> Connection:
+        writer = self.writer
+        self.conn = conn = writer.kept_connection()
+        try:
+            if writer.lock is not None:
+                writer.lock.acquire()
+                self.locked = True
+            if writer.driver_sql:
+                _driver_begin(conn)
+            else:
+                self.sqlalchemy_transaction = conn.begin()
+        except BaseException:
+            self._end(failed=True)
+            raise
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        failed = exc_type is not None
+        try:
+            if self.sqlalchemy_transaction is not None:
+                if failed:
+                    self.sqlalchemy_transaction.rollback()
+                else:
+                    self.sqlalchemy_transaction.commit()
+            elif failed:
+                # Inside the write lock; a connection the database dropped cannot roll back.
+                with contextlib.suppress(Exception):
+                    self.conn.connection.dbapi_connection.rollback()
+            else:
+                _driver_commit(self.conn)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._end(failed)
+
+    def _end(self, failed: bool) -> None:
+        if self.locked:
+            self.locked = False
+            self.writer.lock.release()  # type: ignore[union-attr] - locked only with a lock
+        if failed:
+            self.writer.drop(self.conn)
+
+
+def _driver_begin(conn: Connection) -> None:
+    """BEGIN on the driver's connection, its errors wrapped as SQLAlchemy's would be.
 
     SQLite: BEGIN in the mode ``writer()`` asks (IMMEDIATE). psycopg (3) begins a transaction by itself
     at the first statement, but not on an autocommit connection (the store's, for its single statements): there
-    BEGIN is sent here. A failure rolls back at once, inside the write lock; the caller drops the connection.
+    BEGIN is sent here.
     """
-    dbapi_connection = conn.connection.dbapi_connection
     if conn.dialect.name == "sqlite":
         _sqlite_begin(conn)
-    elif dbapi_connection.autocommit:
+        return
+    dbapi_connection = conn.connection.dbapi_connection
+    if dbapi_connection.autocommit:
         try:
             dbapi_connection.execute("BEGIN")
         except conn.dialect.loaded_dbapi.Error as error:
             raise driver_error(conn, "BEGIN", None, error) from error
+
+
+def _driver_commit(conn: Connection) -> None:
     try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):  # a connection the database dropped cannot roll back
-            dbapi_connection.rollback()
-        raise
-    try:
-        dbapi_connection.commit()
+        conn.connection.dbapi_connection.commit()
     except conn.dialect.loaded_dbapi.Error as error:
         raise driver_error(conn, "COMMIT", None, error) from error
 
@@ -240,9 +303,8 @@ class DriverCursor:
             self.cursor.close()
 
 
-@contextmanager
-def _write_lock(engine: Engine) -> Iterator[None]:
-    """On a SQLite file, a file lock taken before BEGIN IMMEDIATE; nothing elsewhere.
+class _FileLock:
+    """A SQLite file's write lock, taken before BEGIN IMMEDIATE by every transaction of the webhooks' path.
 
     SQLite's own busy handler polls with growing sleeps, so under load writers
     slept on after the lock was free (p99 near a second in the benchmark). A
@@ -251,23 +313,44 @@ def _write_lock(engine: Engine) -> Iterator[None]:
     for the lock, what each holds it for is the transaction alone. Once it is
     released, the WAL's writeback may be started (``_WalWriteback``).
     """
-    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
-        yield
-        return
-    path = engine.url.database
-    key = (os.getpid(), path)
-    if key not in _lock_files:
-        _lock_files[key] = os.open(f"{path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    # flock() excludes other processes; threads of this one share the descriptor, so also a thread lock.
-    with _thread_locks.setdefault(path, threading.Lock()):
-        fcntl.flock(_lock_files[key], fcntl.LOCK_EX)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        # flock() excludes other processes; threads of this one share the descriptor, so also a thread lock.
+        self.thread_lock = _thread_locks.setdefault(path, threading.Lock())
+
+    @classmethod
+    def of(cls, engine: Engine) -> _FileLock | None:
+        """The lock of the engine's SQLite file; None for PostgreSQL or an in-memory database."""
+        if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+            return None
+        return cls(engine.url.database)
+
+    def acquire(self) -> None:
+        self.thread_lock.acquire()
         try:
-            yield
-        finally:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+        except BaseException:
+            self.thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            key = (os.getpid(), self.path)
             fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
             if key not in _wal_writebacks:
-                _wal_writebacks[key] = _WalWriteback(path)
+                _wal_writebacks[key] = _WalWriteback(self.path)
             _wal_writebacks[key].after_transaction()
+        finally:
+            self.thread_lock.release()
+
+    def _descriptor(self) -> int:
+        # One per process: a forked child (a gunicorn worker of a preloaded app) opens its own, since a flock()
+        # on a descriptor inherited from the parent would be the parent's lock too.
+        key = (os.getpid(), self.path)
+        if key not in _lock_files:
+            _lock_files[key] = os.open(f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        return _lock_files[key]
 
 
 class _WalWriteback:

@@ -146,7 +146,7 @@ class EventStore:
         self._sql = _statements(engine.dialect.name)
         if self._sql.insert_first_delivery:
             # PostgreSQL: a statement outside the Writer's transactions is a transaction by itself; the
-            # Writer's transactions send BEGIN themselves (listener.db._driver_transaction).
+            # Writer's transactions send BEGIN themselves (listener.db._driver_begin).
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.writer = Writer(engine, driver_sql=True)
         # PostgreSQL: the (source, change) pairs whose last delivery found its item stored already, as an

@@ -14,13 +14,13 @@ TAKEN_ASSET = "c0ffee00-0000-4000-8000-000000000001"
 def transactions(monkeypatch):
     """Every transaction the store begins on the driver's connection, as a list that grows."""
     begun = []
-    real = listener.db._driver_transaction
+    real = listener.db._driver_begin
 
     def counted(conn):  # noqa: ANN001, ANN202
         begun.append(conn)
         return real(conn)
 
-    monkeypatch.setattr(listener.db, "_driver_transaction", counted)
+    monkeypatch.setattr(listener.db, "_driver_begin", counted)
     return begun
 
 
