@@ -25,6 +25,16 @@ def files_in(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir()) if directory.exists() else []
 
 
+def download_one(start_listener, file_server, tmp_path: Path, number: int, name: str, size: int,  # noqa: ANN001
+                 mode: str) -> tuple[bytes, dict]:
+    """A scoopa file of ``size`` random bytes, served in ``mode`` and downloaded: its content and its action."""
+    content = make_file(file_server.root / name, size)
+    live = start_listener(scoopa_config(tmp_path))
+    live.post("/scoopa", scoopa_file(number, name, len(content), file_server.url(mode, name)))
+    [action] = settle(live.runtime)
+    return content, action
+
+
 def test_file_arrives_whole_and_the_item_is_downloaded(start_listener, file_server, tmp_path):
     content = make_file(file_server.root / "clip.mov", 300_000)
     live = start_listener(scoopa_config(tmp_path))
@@ -43,10 +53,7 @@ def test_file_arrives_whole_and_the_item_is_downloaded(start_listener, file_serv
 
 
 def test_a_body_sent_compressed_is_stored_as_the_file_it_encodes(start_listener, file_server, tmp_path):
-    content = make_file(file_server.root / "packed.mov", 300_000)
-    live = start_listener(scoopa_config(tmp_path))
-    live.post("/scoopa", scoopa_file(9, "packed.mov", len(content), file_server.url("gzip", "packed.mov")))
-    [action] = settle(live.runtime)
+    content, action = download_one(start_listener, file_server, tmp_path, 9, "packed.mov", 300_000, "gzip")
     assert (action["status"], action["attempts"]) == ("done", 1)
     assert (tmp_path / "downloads" / "packed.mov").read_bytes() == content
     [served] = file_server.served("packed.mov")
@@ -54,10 +61,7 @@ def test_a_body_sent_compressed_is_stored_as_the_file_it_encodes(start_listener,
 
 
 def test_interrupted_download_resumes_with_a_range_request(start_listener, file_server, tmp_path):
-    content = make_file(file_server.root / "long.mxf", 1_000_000)
-    live = start_listener(scoopa_config(tmp_path))
-    live.post("/scoopa", scoopa_file(2, "long.mxf", len(content), file_server.url("cut", "long.mxf")))
-    [action] = settle(live.runtime)
+    content, action = download_one(start_listener, file_server, tmp_path, 2, "long.mxf", 1_000_000, "cut")
     assert (action["status"], action["attempts"]) == ("done", 2)
     assert (tmp_path / "downloads" / "long.mxf").read_bytes() == content
     first, second = file_server.served("long.mxf")
@@ -70,10 +74,7 @@ def test_interrupted_download_resumes_with_a_range_request(start_listener, file_
 
 
 def test_interrupted_download_restarts_cleanly_without_range_support(start_listener, file_server, tmp_path):
-    content = make_file(file_server.root / "plain.mov", 600_000)
-    live = start_listener(scoopa_config(tmp_path))
-    live.post("/scoopa", scoopa_file(3, "plain.mov", len(content), file_server.url("cut-plain", "plain.mov")))
-    [action] = settle(live.runtime)
+    content, action = download_one(start_listener, file_server, tmp_path, 3, "plain.mov", 600_000, "cut-plain")
     assert (action["status"], action["attempts"]) == ("done", 2)
     assert (tmp_path / "downloads" / "plain.mov").read_bytes() == content
     first, second = file_server.served("plain.mov")
