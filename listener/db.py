@@ -90,6 +90,10 @@ _lock_files: dict[tuple[int, str], int] = {}
 class Writer:
     """Write transactions on one engine, each on a connection kept by its thread between transactions.
 
+    The work sends its statements on the driver's connection (``DriverCursor``), and BEGIN and COMMIT are
+    sent there too, past SQLAlchemy's transaction (its events and context objects), which cost about a
+    twentieth of a webhook's CPU. Such work must not call conn.execute().
+
     Checking a Connection out of the pool and back in for every webhook cost
     about a tenth of the listener's own CPU per webhook in the benchmark. A kept
     connection that fails is dropped, so the next transaction starts on a fresh
@@ -97,14 +101,10 @@ class Writer:
     belongs to the process that made it, like its engine.
     """
 
-    def __init__(self, engine: Engine, *, file_lock: bool = True, driver_sql: bool = False) -> None:
+    def __init__(self, engine: Engine, *, file_lock: bool = True) -> None:
         self.engine = writer(engine)
         # On a SQLite file, each transaction behind its write lock (the webhooks' path); None elsewhere.
         self.lock = _FileLock.of(self.engine) if file_lock else None
-        # The work sends its statements on the driver's connection only (the webhooks' record): BEGIN and
-        # COMMIT are then sent there too, past SQLAlchemy's transaction (its events and context objects),
-        # which cost about a twentieth of a webhook's CPU. Such work must not call conn.execute().
-        self.driver_sql = driver_sql
         self._kept = threading.local()
 
     def kept_connection(self) -> Connection:
@@ -177,12 +177,11 @@ class _Transaction:
     leaving was a twentieth of a webhook's instructions.
     """
 
-    __slots__ = ("writer", "conn", "locked", "sqlalchemy_transaction")
+    __slots__ = ("writer", "conn", "locked")
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self.locked = False
-        self.sqlalchemy_transaction: Any = None
 
     def __enter__(self) -> Connection:
         writer = self.writer
@@ -191,10 +190,7 @@ class _Transaction:
             if writer.lock is not None:
                 writer.lock.acquire()
                 self.locked = True
-            if writer.driver_sql:
-                _driver_begin(conn)
-            else:
-                self.sqlalchemy_transaction = conn.begin()
+            _driver_begin(conn)
         except BaseException:
             self._end(failed=True)
             raise
@@ -203,12 +199,7 @@ class _Transaction:
     def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
         failed = exc_type is not None
         try:
-            if self.sqlalchemy_transaction is not None:
-                if failed:
-                    self.sqlalchemy_transaction.rollback()
-                else:
-                    self.sqlalchemy_transaction.commit()
-            elif failed:
+            if failed:
                 # Inside the write lock; a connection the database dropped cannot roll back.
                 with contextlib.suppress(Exception):
                     self.conn.connection.dbapi_connection.rollback()
@@ -336,8 +327,8 @@ class _FileLock:
 
     def release(self) -> None:
         try:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
             key = (os.getpid(), self.path)
-            fcntl.flock(_lock_files[key], fcntl.LOCK_UN)
             if key not in _wal_writebacks:
                 _wal_writebacks[key] = _WalWriteback(self.path)
             _wal_writebacks[key].after_transaction()

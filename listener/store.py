@@ -148,7 +148,7 @@ class EventStore:
             # PostgreSQL: a statement outside the Writer's transactions is a transaction by itself; the
             # Writer's transactions send BEGIN themselves (listener.db._driver_begin).
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.writer = Writer(engine, driver_sql=True)
+        self.writer = Writer(engine)
         # PostgreSQL: the (source, change) pairs whose last delivery found its item stored already, as an
         # iconik proxy finds its asset's create. They go straight to the transaction: the single statement
         # serves only a new item, and for them it was a round trip and a failed insert for nothing. One

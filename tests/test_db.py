@@ -24,9 +24,9 @@ def writer(database_url):
 
 def test_a_thread_keeps_its_connection_from_one_transaction_to_the_next(writer):
     with writer.transaction() as first:
-        first.exec_driver_sql("SELECT 1")
+        driver_run(first, "SELECT 1")
     with writer.transaction() as second:
-        second.exec_driver_sql("SELECT 1")
+        driver_run(second, "SELECT 1")
     assert second is first and not first.closed
 
 
@@ -47,15 +47,15 @@ def test_another_thread_gets_a_connection_of_its_own(writer):
 
 def test_a_failed_transaction_is_rolled_back_and_the_next_one_starts_on_a_fresh_connection(writer):
     with writer.transaction() as conn:
-        conn.exec_driver_sql("CREATE TABLE writer_test (n INTEGER)")
+        driver_run(conn, "CREATE TABLE writer_test (n INTEGER)")
     with pytest.raises(DBAPIError), writer.transaction() as failed:
-        failed.exec_driver_sql("INSERT INTO writer_test (n) VALUES (1)")
-        failed.exec_driver_sql("SELECT * FROM no_such_table")
+        driver_run(failed, "INSERT INTO writer_test (n) VALUES (1)")
+        driver_run(failed, "SELECT * FROM no_such_table")
     assert failed.closed  # back to the pool, not kept
     with writer.transaction() as fresh:
         assert fresh is not failed
-        assert fresh.exec_driver_sql("SELECT count(*) FROM writer_test").scalar() == 0
-        fresh.exec_driver_sql("DROP TABLE writer_test")
+        assert driver_run(fresh, "SELECT count(*) FROM writer_test")[0] == 0
+        driver_run(fresh, "DROP TABLE writer_test")
 
 
 def check_run_tries_once_more_when_the_database_dropped_the_kept_connection(writer, backend_pid,  # noqa: ANN001
@@ -83,7 +83,7 @@ def check_run_tries_once_more_when_the_database_dropped_the_kept_connection(writ
 
 def test_run_tries_once_more_on_a_fresh_connection_when_the_database_dropped_the_kept_one(writer):
     check_run_tries_once_more_when_the_database_dropped_the_kept_connection(
-        writer, lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        writer, lambda conn: driver_run(conn, "SELECT pg_backend_pid()")[0])
 
 
 def test_run_does_not_repeat_a_transaction_the_database_refused(writer):
@@ -91,7 +91,7 @@ def test_run_does_not_repeat_a_transaction_the_database_refused(writer):
 
     def work(conn):  # noqa: ANN001, ANN202
         tries.append(conn)
-        conn.exec_driver_sql("SELECT * FROM no_such_table")
+        driver_run(conn, "SELECT * FROM no_such_table")
 
     with pytest.raises(DBAPIError):
         writer.run(work)
@@ -109,7 +109,7 @@ def driver_writer(request, database_url):
         if engine.dialect.name != "postgresql":
             pytest.skip("the store's engine is in autocommit on PostgreSQL only")
         engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    writer = Writer(engine, driver_sql=True)
+    writer = Writer(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS driver_test (n INTEGER)")
         conn.exec_driver_sql("DELETE FROM driver_test")
@@ -222,7 +222,7 @@ def sqlite_file_writer(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}", pre_ping=False)
     writer = Writer(engine)
     with writer.transaction() as conn:
-        conn.exec_driver_sql("CREATE TABLE wal_test (n INTEGER)")
+        driver_run(conn, "CREATE TABLE wal_test (n INTEGER)")
     yield writer
     writer.close()
     engine.dispose()
@@ -239,7 +239,7 @@ def writebacks_started(monkeypatch):
 def insert_rows(writer: Writer, count: int) -> None:
     for n in range(count):
         with writer.transaction() as conn:
-            conn.exec_driver_sql(f"INSERT INTO wal_test (n) VALUES ({n})")
+            driver_run(conn, f"INSERT INTO wal_test (n) VALUES ({n})")
 
 
 def test_sqlite_write_transactions_start_the_wals_writeback_every_few_transactions(sqlite_file_writer,
