@@ -68,18 +68,13 @@ def claim(runtime: Runtime, action_id: int) -> tuple[dict[str, Any], dict[str, A
     """
     records = _records(runtime.engine)
     values = {"id": action_id, "now": records.time(datetime.now(UTC))}
-    if records.postgres:
-        return records.writer.run_alone(lambda conn: records.claim(conn, values))
-    return records.writer.run(lambda conn: records.claim(conn, values))
+    return records.run(lambda conn: records.claim(conn, values))
 
 
 def finish(runtime: Runtime, action_id: int, status: str, error: str | None = None) -> None:
     records = _records(runtime.engine)
     values = {"id": action_id, "status": status, "error": error, "now": records.time(datetime.now(UTC))}
-    if records.postgres:
-        records.writer.run_alone(lambda conn: records.finish(conn, values))
-    else:
-        records.writer.run(lambda conn: records.finish(conn, values))
+    records.run(lambda conn: records.finish(conn, values))
 
 
 # Claim and finish run for every job. Written with the expression language they were built and
@@ -145,13 +140,17 @@ class _Records:
         self.postgres = dialect.name == "postgresql"
         if self.postgres:  # each statement is a whole claim or finish: no BEGIN and COMMIT round trips
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.writer = Writer(engine, file_lock=False, driver_sql=True)
+        self.writer = Writer(engine, file_lock=False)
         # A moment as the column's type binds it: SQLite stores SQLAlchemy's text for it.
         self.time = actions.c.started_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda moment: moment)
         self.read_action, self.read_item = _row_reader(actions, dialect), _row_reader(items, dialect)
         value = placeholder(dialect.name)
         self.claim_sql = _CLAIM_WITH_ITEM_PG if self.postgres else _claim_sql(value)
         self.finish_sql = _finish_sql(value)
+
+    def run(self, work: Callable[[Connection], Any]) -> Any:
+        """``work`` as one autocommit statement on PostgreSQL; in a transaction on SQLite, whose claim is two."""
+        return self.writer.run_alone(work) if self.postgres else self.writer.run(work)
 
     def claim(self, conn: Connection, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
         with DriverCursor(conn) as cursor:
