@@ -43,22 +43,23 @@ def count_instructions(app_root: Path, mode: str, workdir: Path, redis_url: str,
     """Instructions of one ``mode`` call (a pair counts as one), from two callgrind runs."""
     env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "BENCH_ICONIK_URL": iconik_url}
 
-    def calls(count: int, where: Path) -> list[str]:
-        """The command that makes ``count`` of the calls counted; for jobs, once they are queued in ``where``."""
+    def counted(count: int) -> list[str]:
+        """The command whose run makes ``count`` of the calls. Webhooks share ``workdir``'s database (the first
+        run migrates it); a job's analyses are first queued, uncounted, in a directory and a Redis of their own."""
         if mode != "job":
-            return [PYTHON, str(CALLS), str(app_root), str(where), mode, str(count)]
+            return [PYTHON, str(CALLS), str(app_root), str(workdir), mode, str(count)]
+        where = workdir / f"jobs-{count}"
         redis.Redis.from_url(redis_url).flushdb()
         subprocess.run([PYTHON, str(CALLS), str(app_root), str(where), "pair", str(count)], env=env, check=True,
                        capture_output=True, timeout=600)
         return [PYTHON, str(JOBS), str(app_root), str(where), str(count)]
 
     # Migrates, and compiles the bytecode.
-    subprocess.run(calls(20, workdir / "20"), env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(counted(20), env=env, check=True, capture_output=True, timeout=300)
     totals = []
     for count in (warm, warm + requests):
         out = workdir / f"callgrind.{mode}.{count}"
-        run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                              *calls(count, workdir / str(count))],
+        run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *counted(count)],
                              env=env, capture_output=True, text=True, timeout=1800)
         if run.returncode != 0:
             raise BenchError(f"{mode} x {count} failed: {run.stderr.strip()[-600:]}")
