@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Dialect, Engine, Table, update
 from jobs.context import ActionContext
 from jobs.errors import ActionError, ActionFailed, PermanentError, Postpone
 from jobs.heartbeat import heartbeat
-from listener.db import DriverCursor, Writer, placeholder
+from listener.db import DriverCursor, Writer, moment_value, placeholder
 from listener.models import actions, items
 from listener.outbox import Outbox, Pending
 from listener.outbox import job_id as rq_job_id
@@ -141,8 +141,7 @@ class _Records:
         if self.postgres:  # each statement is a whole claim or finish: no BEGIN and COMMIT round trips
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.writer = Writer(engine, file_lock=False)
-        # A moment as the column's type binds it: SQLite stores SQLAlchemy's text for it.
-        self.time = actions.c.started_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda moment: moment)
+        self.time = moment_value(dialect.name)
         self.read_action, self.read_item = _row_reader(actions, dialect), _row_reader(items, dialect)
         value = placeholder(dialect.name)
         self.claim_sql = _CLAIM_WITH_ITEM_PG if self.postgres else _claim_sql(value)

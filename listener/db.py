@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -390,6 +391,19 @@ def placeholder(dialect: str) -> Callable[[str], str]:
     if dialect == "postgresql":
         return lambda name: f"%({name})s"
     return lambda name: f":{name}"
+
+
+def moment_value(dialect: str) -> Callable[[datetime], Any]:
+    """How the dialect's driver is given a moment for a DateTime column in SQL written for it: psycopg takes the
+    datetime; on SQLite, the naive UTC text SQLAlchemy's DateTime stores (and reads back)."""
+    if dialect == "postgresql":
+        return lambda moment: moment
+    return _sqlite_time
+
+
+@functools.lru_cache(maxsize=8)  # a delivery's time is written three times
+def _sqlite_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def writer(engine: Engine) -> Engine:

@@ -10,13 +10,13 @@ import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine
 
 from handlers.base import ActionRequest, Event, Ignored, ItemView, Transition
-from listener.db import DriverCursor, Writer, placeholder
+from listener.db import DriverCursor, Writer, moment_value, placeholder
 from listener.sources import Source
 from listener.workflows import workflow_actions
 
@@ -121,8 +121,7 @@ class _Statements:
             f"AND target = {value('target')} AND workflow {same} {value('workflow')} "
             "AND status = 'queued' AND attempts = 0 LIMIT 1"
         )
-        # SQLAlchemy's SQLite DateTime stores naive UTC text in this format; PostgreSQL takes the datetime.
-        self.time = (lambda moment: moment) if postgres else _sqlite_time
+        self.time = moment_value(dialect)
 
     @staticmethod
     def _insert_item(value: Callable[[str], str], json_value: Callable[[str], str]) -> str:
@@ -134,11 +133,6 @@ class _Statements:
 @functools.cache
 def _statements(dialect: str) -> _Statements:
     return _Statements(dialect)
-
-
-@functools.lru_cache(maxsize=8)  # a delivery's time is written three times
-def _sqlite_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 class EventStore:
