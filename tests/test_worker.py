@@ -156,3 +156,36 @@ def test_rqs_serializer_is_resolved_as_rq_resolves_it_and_once_per_serializer(mo
     assert rq.job.resolve_serializer(unhashable) is unhashable  # not remembered, still resolved
     with pytest.raises(NotImplementedError):
         rq.job.resolve_serializer(object())
+
+
+@pytest.mark.parametrize("stamp", [
+    "2026-12-03T20:39:55.873951Z", b"2026-12-03T20:39:55.873951Z", "0999-01-01T00:00:00.000001Z",
+    "2026-12-03T20:39:55Z",  # RQ's older format
+    "2026-W49-4T20:39:55.873951Z", "2026-12-03T20:39:55.8+0100Z", "2026-12-03T20:39:55,873951Z",  # ISO, not RQ's
+    "2026-02-30T20:39:55.873951Z", "2026-12-03 20:39:55.873951Z", "", "yesterday",
+])
+def test_rqs_timestamps_are_read_as_rq_reads_them(stamp):
+    import rq.job
+    import rq.utils
+
+    import listener.worker
+
+    def read(str_to_date):  # noqa: ANN001, ANN202
+        try:
+            return str_to_date(stamp)
+        except ValueError as error:
+            return type(error)
+
+    assert rq.job.str_to_date is listener.worker.str_to_date  # what Job.restore calls
+    assert read(listener.worker.str_to_date) == read(rq.utils.str_to_date)
+
+
+def test_a_job_read_back_has_the_timestamps_it_was_saved_with(redis_url):
+    from rq.job import Job
+
+    connection = redis.Redis.from_url(redis_url)
+    job = Queue("stamps", connection=connection).enqueue("os.getpid")
+    fetched = Job.fetch(job.id, connection=connection)
+    assert (fetched.created_at, fetched.enqueued_at) == (job.created_at, job.enqueued_at)
+    assert fetched.created_at.tzinfo is not None
+    job.delete()
