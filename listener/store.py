@@ -143,10 +143,11 @@ class EventStore:
             # Writer's transactions send BEGIN themselves (listener.db._driver_begin).
             engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.writer = Writer(engine)
-        # PostgreSQL: the (source, change) pairs whose last delivery found its item stored already, as an
-        # iconik proxy finds its asset's create. They go straight to the transaction: the single statement
-        # serves only a new item, and for them it was a round trip and a failed insert for nothing. One
-        # that finds its item new after all puts its pair back on the single statement (``_record_event``).
+        # The (source, change) pairs whose last delivery found its item stored already, as an iconik proxy
+        # finds its asset's create. On PostgreSQL they go straight to the transaction: the single statement
+        # serves only a new item, and for them it was a round trip and a failed insert for nothing. On SQLite
+        # they look their item up before trying to insert it. One that finds its item new after all puts its
+        # pair back on the first path (``_record_event``).
         self._finds_item: set[tuple[str, str]] = set()
 
     def record(self, delivery: Delivery, outcome: Event | Ignored, *, replay_of: int | None = None) -> Recorded:
@@ -227,7 +228,8 @@ class EventStore:
             item_id, state, data, event_id, inserted = cursor.one(self._sql.lock_item_and_insert_event,
                                                                   {**rows.event, **rows.item})
         else:
-            item_id, state, data, inserted = self._lock_item(cursor, rows.item)
+            item_id, state, data, inserted = self._lock_item(cursor, rows.item,
+                                                             (source.name, event.change) in self._finds_item)
             event_id = self._insert_event(cursor, {**rows.event, "item_id": item_id})
         if event_id is None:  # a new item has no events yet, so this is an item that existed
             original = cursor.one(self._sql.find_event, {"dedupe_key": rows.event["dedupe_key"]})[0]
@@ -239,6 +241,7 @@ class EventStore:
             requested = rows.first_requested
             self._finds_item.discard((source.name, event.change))
         else:
+            self._finds_item.add((source.name, event.change))
             data = data if isinstance(data, dict) else json.loads(data or "{}")  # SQLite's JSON is text
             transition = source.handler.apply(ItemView(state, data), event, source.context)
             cursor.run(self._sql.update_item, {
@@ -248,12 +251,17 @@ class EventStore:
         action_ids = _add_actions(cursor, self._sql, item_id, event_id, requested, delivery.received_at)
         return Recorded("accepted", event_id, reason=rows.event["reason"], item_id=item_id, action_ids=action_ids)
 
-    def _lock_item(self, cursor: DriverCursor, item_row: dict[str, Any]) -> tuple[int, str | None, Any, bool]:
-        """SQLite: the item's id, state and data, and whether it was inserted just now."""
+    def _lock_item(self, cursor: DriverCursor, item_row: dict[str, Any],
+                   expect_stored: bool) -> tuple[int, str | None, Any, bool]:
+        """SQLite (whose write lock is held): the item's id, state and data, and whether it was inserted just now.
+        ``expect_stored``: look it up first, as such deliveries found it last time; else try to insert it first."""
+        where = {"source": item_row["source"], "key": item_row["key"]}
+        if expect_stored and (found := cursor.one(self._sql.find_item, where)):
+            return (*found, False)
         inserted = cursor.one(self._sql.insert_new_item, item_row)
         if inserted:
             return inserted[0], item_row["state"], item_row["data"], True
-        return (*cursor.one(self._sql.find_item, {"source": item_row["source"], "key": item_row["key"]}), False)
+        return (*cursor.one(self._sql.find_item, where), False)
 
     def _log(self, cursor: DriverCursor, delivery: Delivery, *, status: str, reason: str | None = None,
              item_id: int | None = None, change: str | None = None, dedupe_key: str | None = None,

@@ -38,6 +38,21 @@ def tried_alone(monkeypatch):
     return tried
 
 
+@pytest.fixture
+def item_statements(monkeypatch):
+    """What the store asked of the items table, in order: "insert" or "select" for each statement."""
+    asked = []
+    real = listener.db.DriverCursor.one
+
+    def counted(cursor, sql, params):  # noqa: ANN001, ANN202
+        if sql.startswith(("INSERT INTO items", "SELECT id, state, data FROM items")):
+            asked.append(sql.split()[0].lower())
+        return real(cursor, sql, params)
+
+    monkeypatch.setattr(listener.db.DriverCursor, "one", counted)
+    return asked
+
+
 def postgresql_only(listener) -> None:  # noqa: ANN001
     if listener.runtime.engine.dialect.name != "postgresql":
         pytest.skip("SQLite's webhook path always takes its write lock in a transaction")
@@ -101,6 +116,29 @@ def test_on_postgresql_a_kind_of_delivery_that_found_its_item_stored_goes_straig
     for asset in ("proxy-first-1", "proxy-first-2"):
         assert listener.post("/proxy", asset_events(asset)[1]).json()["status"] == "accepted"
     assert (len(tried_alone), len(transactions)) == (4, 3)
+    states = {item["key"]: item["state"] for item in rows(listener.runtime, "items")}
+    assert states == {"proxy-after-create-1": "ready", "proxy-after-create-2": "ready",
+                      "proxy-first-1": "proxy_ready", "proxy-first-2": "proxy_ready"}
+    assert len([a for a in rows(listener.runtime, "actions") if a["kind"] == "analyze"]) == 2
+    assert [e["status"] for e in rows(listener.runtime, "events")] == ["accepted"] * 6
+
+
+def test_on_sqlite_a_kind_of_delivery_that_found_its_item_stored_looks_it_up_before_inserting(
+        listener, item_statements):
+    if listener.runtime.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL locks or inserts the item in one statement")
+    for asset in ("proxy-after-create-1", "proxy-after-create-2"):
+        create, proxy = asset_events(asset)
+        assert listener.post("/create", create).json()["status"] == "accepted"
+        assert listener.post("/proxy", proxy).json()["status"] == "accepted"
+    # The first proxy tried to insert its asset and found it stored; the second looked it up at once.
+    assert item_statements == ["insert", "insert", "select", "insert", "select"]
+
+    # A proxy before its create looks for its item, finds none and inserts it; the next one inserts first again.
+    item_statements.clear()
+    for asset in ("proxy-first-1", "proxy-first-2"):
+        assert listener.post("/proxy", asset_events(asset)[1]).json()["status"] == "accepted"
+    assert item_statements == ["select", "insert", "insert"]
     states = {item["key"]: item["state"] for item in rows(listener.runtime, "items")}
     assert states == {"proxy-after-create-1": "ready", "proxy-after-create-2": "ready",
                       "proxy-first-1": "proxy_ready", "proxy-first-2": "proxy_ready"}
