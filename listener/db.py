@@ -327,9 +327,9 @@ class _FileLock:
             raise
 
     def release(self) -> None:
+        key = (os.getpid(), self.path)
         try:
-            fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
-            key = (os.getpid(), self.path)
+            fcntl.flock(_lock_files[key], fcntl.LOCK_UN)  # opened by acquire(), in this process
             if key not in _wal_writebacks:
                 _wal_writebacks[key] = _WalWriteback(self.path)
             _wal_writebacks[key].after_transaction()

@@ -168,8 +168,7 @@ class EventStore:
             recorded = self.writer.run_alone(lambda conn: self._record_alone(conn, delivery, outcome, rows))
             if recorded is not None:
                 return recorded
-            if rows is not None:
-                self._finds_item.add((delivery.source.name, outcome.change))
+            # The item was stored: the transaction finds it, and ``_record_event`` notes its kind.
         return self.writer.run(lambda conn: self._record(conn, delivery, outcome, rows, replay_of))
 
     def _event_rows(self, delivery: Delivery, event: Event, replay_of: int | None) -> _EventRows:
@@ -240,7 +239,7 @@ class EventStore:
         if inserted:  # inserted in its first state already
             requested = rows.first_requested
             self._finds_item.discard((source.name, event.change))
-        else:
+        else:  # the one place the store learns that this kind of delivery finds its item stored
             self._finds_item.add((source.name, event.change))
             data = data if isinstance(data, dict) else json.loads(data or "{}")  # SQLite's JSON is text
             transition = source.handler.apply(ItemView(state, data), event, source.context)
