@@ -4,10 +4,13 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import signal
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 import rq.job
 import rq.queue
 import rq.registry
@@ -113,6 +116,9 @@ class ListenerWorker(SimpleWorker):
     """
 
     job_class = ListenerJob
+    # RQ doubles its pause between tries to reach a lost Redis, while it waits for a job, up to 60 s: a
+    # Redis back after a restart would wait up to a minute for the worker to notice.
+    max_connection_wait_time = 5.0
     BEAT_EVERY = 1.0  # seconds; RQ's own worker TTL is minutes
     # RQ logs three INFO lines per job of its own ("Job OK", ...); jobs.runner logs the action's start
     # and outcome, with its kind and item, which is what a person reads.
@@ -252,22 +258,108 @@ def run_worker(runtime: Runtime, *, burst: bool = False, dispatcher_interval: fl
     configure_logging(runtime.settings)
     install(runtime)
     preload(runtime)
+    stop = Dispatcher(runtime.engine, Outbox(runtime.redis(), runtime.settings.queue_name),
+                      interval=dispatcher_interval, config=runtime.config,
+                      stale_after=3 * runtime.settings.heartbeat_seconds).start()
+    try:
+        if burst:
+            _new_worker(runtime).work(with_scheduler=True, burst=True, logging_level=runtime.settings.log_level)
+        else:
+            _work_through_redis_outages(runtime)
+    finally:
+        stop.set()
+
+
+def _new_worker(runtime: Runtime) -> ListenerWorker:
     # The worker's Redis client is its own and unused until RQ has raised its socket timeout above the minutes
     # its blocking pop waits for jobs: RQ raises it for connections made afterwards only. Sharing one client,
     # the dispatcher's thread made a connection first, the pop came back on it, and an idle worker quit after
     # the runtime's 30 s socket timeout.
     connection = runtime.redis()
     queue = Queue(runtime.settings.queue_name, connection=connection)
-    worker = ListenerWorker([queue], connection=connection)
-    stop = Dispatcher(runtime.engine, Outbox(runtime.redis(), runtime.settings.queue_name),
-                      interval=dispatcher_interval, config=runtime.config,
-                      stale_after=3 * runtime.settings.heartbeat_seconds).start()
     log.info("listener.worker.start queue=%s redis=%s", queue.name, _redacted(runtime.settings.effective_redis_url))
+    return ListenerWorker([queue], connection=connection)
+
+
+def _work_through_redis_outages(runtime: Runtime) -> None:
+    """RQ's worker loop, started again whenever it ends other than by SIGTERM or SIGINT.
+
+    RQ waits out a lost Redis only while it waits for a job. Lost anywhere else
+    (at start-up, in its bookkeeping around a job, in its suspension check),
+    the connection error ends ``work()``, or escapes it from RQ's teardown:
+    the worker process stopped for good, and the webhooks' work waited. Now the
+    process waits for Redis to answer and starts a new RQ worker (a new name:
+    the old one may still be registered). Any other error that ends RQ's loop
+    is in the log with its traceback, and the loop starts again after a pause
+    that doubles, up to a minute, while it keeps ending quickly.
+    """
+    stopping = _Stopping()
+    pause = 1.0
+    while True:
+        stopping.listen()  # until RQ's loop installs its own handlers
+        if not _wait_for_redis(runtime, stopping):
+            return
+        worker, started = _new_worker(runtime), time.monotonic()
+        if stopping.event.is_set():  # told to stop before RQ's handlers took over
+            return
+        try:
+            worker.work(with_scheduler=True, logging_level=runtime.settings.log_level)
+        except redis.RedisError as error:  # from RQ's start-up or teardown, which record the worker in Redis
+            log.warning("listener.worker.redis_lost error=%s", error)
+            _stop_listening(worker)
+        if worker._shutdown_requested_date is not None:  # SIGTERM or SIGINT: RQ's warm shutdown is done
+            return
+        pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 60.0)
+        log.error("listener.worker.restart RQ's worker loop ended; starting it again in %.0f s", pause)
+        stopping.listen()
+        if stopping.wait(pause):
+            return
+
+
+def _stop_listening(worker: ListenerWorker) -> None:
+    """Stop the worker's pub/sub thread (RQ's commands to it), as RQ's teardown would have done after recording
+    the worker's death: it would go on trying to reach Redis beside the next worker's."""
+    thread = worker.pubsub_thread
+    if thread is not None:
+        thread.stop()
+        thread.join(timeout=1)
+        worker.pubsub.close()
+
+
+class _Stopping:
+    """SIGTERM and SIGINT while no RQ loop runs: stop waiting, and exit as a warm shutdown would."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def listen(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: self.event.set())
+
+    def wait(self, seconds: float) -> bool:
+        return self.event.wait(seconds)
+
+
+def _wait_for_redis(runtime: Runtime, stopping: _Stopping) -> bool:
+    """Block until Redis answers a PING (True), or until told to stop (False)."""
+    client, pause, waiting_since = runtime.redis(), 0.25, None
     try:
-        # The RQ scheduler moves retries whose time has come back onto the queue.
-        worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings.log_level)
+        while True:
+            try:
+                client.ping()
+                if waiting_since is not None:
+                    log.warning("listener.worker.redis_back after %.1f s", time.monotonic() - waiting_since)
+                return True
+            except redis.RedisError as error:
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    log.warning("listener.worker.redis_unavailable waiting for Redis at %s: %s",
+                                _redacted(runtime.settings.effective_redis_url), error)
+            if stopping.wait(pause):
+                return False
+            pause = min(pause * 2, 2.0)
     finally:
-        stop.set()
+        client.close()
 
 
 def _redacted(url: str) -> str:
