@@ -55,7 +55,13 @@ class ListenerProcesses:
             subprocess.run([python, "-m", "listener", "migrate"], cwd=ROOT, env=self.env, check=True)
             self.start_web()
             self.start_worker()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # A test gets no object to stop when starting fails: the processes that did start (the web, when
+            # the worker exited) would outlive the test and answer on its port, with its database.
+            self.stop()
+            raise
         return self
 
     def start_web(self) -> None:
