@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import yaml
 from tests.support.backends import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# An access log line of a test's own polling: GET of the admin API or of /healthz, answered 200.
+_POLLING = re.compile(r'"GET /(api/|healthz)[^"]*" 200 ')
 
 
 class ListenerProcesses:
@@ -75,18 +78,31 @@ class ListenerProcesses:
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.logs()}")
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.failure_logs()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"the listener did not start:\n{self.logs()}")
+        raise RuntimeError(f"the listener did not start:\n{self.failure_logs()}")
 
     def logs(self, tail: int | None = 4000) -> str:
         """What the processes printed: the last ``tail`` characters of each log, or all of it."""
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-tail if tail else 0:]}"
+                         for path in sorted(self.dir.glob("*.log")))
+
+    def failure_logs(self, tail: int = 6000) -> str:
+        """The logs for a failure's message, without the access log's lines of the test's own polling.
+
+        A test that polls the admin API every 50 ms fills the web's log with them: the tail of a failed
+        wait showed nothing else, and what the webhooks had done was cut off.
+        """
+        def kept(text: str) -> str:
+            lines = [line for line in text.splitlines() if not _POLLING.search(line)]
+            return "\n".join(lines)[-tail:]
+
+        return "\n".join(f"--- {path.name}\n{kept(path.read_text(errors='replace'))}"
                          for path in sorted(self.dir.glob("*.log")))
 
     def admin(self, path: str) -> Any:
@@ -102,7 +118,7 @@ class ListenerProcesses:
             if value:
                 return value
             time.sleep(interval)
-        raise AssertionError(f"condition not met within {timeout}s\n{self.logs()}")
+        raise AssertionError(f"condition not met within {timeout}s\n{self.failure_logs()}")
 
     def stop(self, name: str | None = None, sig: int = signal.SIGTERM, timeout: float = 30) -> dict[str, int]:
         """Stop one process (or all) with ``sig``; returns their exit codes."""
