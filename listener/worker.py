@@ -293,14 +293,14 @@ def _work_through_redis_outages(runtime: Runtime) -> None:
     is in the log with its traceback, and the loop starts again after a pause
     that doubles, up to a minute, while it keeps ending quickly.
     """
-    stopping = _Stopping()
+    stopping = threading.Event()
     pause = 1.0
     while True:
-        stopping.listen()  # until RQ's loop installs its own handlers
+        _stop_on_signal(stopping)
         if not _wait_for_redis(runtime, stopping):
             return
         worker, started = _new_worker(runtime), time.monotonic()
-        if stopping.event.is_set():  # told to stop before RQ's handlers took over
+        if stopping.is_set():  # told to stop before RQ's handlers took over
             return
         try:
             worker.work(with_scheduler=True, logging_level=runtime.settings.log_level)
@@ -311,7 +311,7 @@ def _work_through_redis_outages(runtime: Runtime) -> None:
             return
         pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 60.0)
         log.error("listener.worker.restart RQ's worker loop ended; starting it again in %.0f s", pause)
-        stopping.listen()
+        _stop_on_signal(stopping)
         if stopping.wait(pause):
             return
 
@@ -326,21 +326,14 @@ def _stop_listening(worker: ListenerWorker) -> None:
         worker.pubsub.close()
 
 
-class _Stopping:
-    """SIGTERM and SIGINT while no RQ loop runs: stop waiting, and exit as a warm shutdown would."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def listen(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda _signum, _frame: self.event.set())
-
-    def wait(self, seconds: float) -> bool:
-        return self.event.wait(seconds)
+def _stop_on_signal(stopping: threading.Event) -> None:
+    """SIGTERM and SIGINT while no RQ loop runs (RQ's ``work()`` installs its own): stop waiting, and exit as a
+    warm shutdown would."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
 
 
-def _wait_for_redis(runtime: Runtime, stopping: _Stopping) -> bool:
+def _wait_for_redis(runtime: Runtime, stopping: threading.Event) -> bool:
     """Block until Redis answers a PING (True), or until told to stop (False)."""
     client, pause, waiting_since = runtime.redis(), 0.25, None
     try:
