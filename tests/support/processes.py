@@ -87,23 +87,23 @@ class ListenerProcesses:
             time.sleep(0.1)
         raise RuntimeError(f"the listener did not start:\n{self.failure_logs()}")
 
-    def logs(self, tail: int | None = 4000) -> str:
-        """What the processes printed: the last ``tail`` characters of each log, or all of it."""
-        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-tail if tail else 0:]}"
-                         for path in sorted(self.dir.glob("*.log")))
+    def logs(self, tail: int | None = 4000, *, polling: bool = True) -> str:
+        """What the processes printed: the last ``tail`` characters of each log, or all of it.
 
-    def failure_logs(self, tail: int = 6000) -> str:
-        """The logs for a failure's message, without the access log's lines of the test's own polling.
-
-        A test that polls the admin API every 50 ms fills the web's log with them: the tail of a failed
-        wait showed nothing else, and what the webhooks had done was cut off.
+        ``polling=False`` leaves out the access log's lines of a test's own polling, for a failure's message: a
+        test that polls the admin API every 50 ms fills the web's log with them, and the tail of a failed wait
+        showed nothing else.
         """
         def kept(text: str) -> str:
-            lines = [line for line in text.splitlines() if not _POLLING.search(line)]
-            return "\n".join(lines)[-tail:]
+            if not polling:
+                text = "\n".join(line for line in text.splitlines() if not _POLLING.search(line))
+            return text[-tail if tail else 0:]
 
         return "\n".join(f"--- {path.name}\n{kept(path.read_text(errors='replace'))}"
                          for path in sorted(self.dir.glob("*.log")))
+
+    def failure_logs(self) -> str:
+        return self.logs(6000, polling=False)
 
     def admin(self, path: str) -> Any:
         answer = requests.get(self.url + path, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10)
