@@ -5,7 +5,8 @@
 MODE ``create``: N ``POST /create``, each for a new asset (the ingest benchmark's request);
 ``pair``: N assets, each a ``/create`` then a ``/proxy`` (CLOSED) that starts an analysis (event to
 action's). No gunicorn and no sockets: the app itself, its SQLite database and Redis (``REDIS_URL``).
-The first run in WORKDIR migrates the database. Exits 1 unless every call was answered 200.
+The first run in WORKDIR migrates the database. ``BENCH_DATABASE_URL``, if set, is the database instead
+(a PostgreSQL one, to profile that path). Exits 1 unless every call was answered 200.
 ``BENCH_ICONIK_URL``, if set, is iconik's API in the config (``worker_calls.py`` runs the analyses).
 """
 from __future__ import annotations
@@ -33,13 +34,15 @@ def use_listener(app_root: Path, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     api = os.environ.get("BENCH_ICONIK_URL")
     config = iconik_config(api) if api else iconik_config()
+    sqlite_path = workdir / "var" / "listener.db"
+    database_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{sqlite_path}"
     os.environ.update(listener_env(  # no gunicorn, so no port
-        workdir=workdir, database_url=f"sqlite:///{workdir / 'var' / 'listener.db'}",
+        workdir=workdir, database_url=database_url,
         redis_url=os.environ["REDIS_URL"], config_path=write_config(workdir / "listener.yaml", config),
         port=0))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")  # set by gunicorn.conf.py otherwise
     (workdir / "metrics").mkdir(exist_ok=True)
-    if not (workdir / "var" / "listener.db").exists():
+    if not sqlite_path.exists():  # the first run in workdir (a migrated PostgreSQL is left as it is)
         migrate(os.environ)
 
 
