@@ -86,11 +86,23 @@ _NEW_JOB_FIELDS = {
 }
 
 
+# The job moves from the intermediate list to the queue's front only if it is still in that list: a worker
+# that started it meanwhile has removed it, and it must not be queued again.
+_PUT_BACK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
 class Outbox:
     def __init__(self, connection: redis.Redis, queue_name: str) -> None:
         self.redis = connection
         self.queue = Queue(queue_name, connection=connection)
         self._down_until = 0.0
+        self._put_back = connection.register_script(_PUT_BACK)
 
     def hand_over(self, pending: Iterable[Pending]) -> bool:
         """Enqueue (or schedule) each action; False when Redis could not take them."""
@@ -140,6 +152,10 @@ class Outbox:
         })
         pipe.rpush(self.queue.key, action.job_id)
 
+    def put_back(self, job_id: str) -> bool:
+        """Move a job from the queue's intermediate list to its front; False if it was no longer there."""
+        return bool(self._put_back(keys=[self.queue.intermediate_queue_key, self.queue.key], args=[job_id]))
+
     def missing(self, pending: list[Pending]) -> list[Pending]:
         """The queued actions that no RQ job will run: there is none, or it ended.
 
@@ -159,7 +175,8 @@ class Dispatcher:
 
     def __init__(self, engine: Engine, outbox: Outbox, *, interval: float = 1.0, grace: float = 2.0,
                  batch: int = 500, clock: Callable[[], datetime] | None = None,
-                 config: ListenerConfig | None = None, stale_after: float = 30.0) -> None:
+                 config: ListenerConfig | None = None, stale_after: float = 30.0,
+                 stranded_after: float = 5.0) -> None:
         self.engine = engine
         self.config = config  # with it, actions abandoned by a dead worker are put back too
         self.stale_after = stale_after
@@ -170,6 +187,8 @@ class Dispatcher:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.identity = uuid.uuid4().hex
         self._after_id = 0
+        self.stranded_after = stranded_after
+        self._taken_since: dict[str, datetime] = {}  # jobs seen taken from the queue and not started, since when
 
     def run_once(self) -> int:
         """One sweep; returns how many actions it handed over."""
@@ -180,7 +199,36 @@ class Dispatcher:
             abandoned = reap_abandoned(self.engine, self.config, self.clock(), self.stale_after)
             if abandoned and self.outbox.hand_over(abandoned):
                 handed_over += len(abandoned)
-        return handed_over + self._hand_over_queued() + self._enqueue_overdue_scheduled()
+        return (handed_over + self._put_back_stranded() + self._hand_over_queued()
+                + self._enqueue_overdue_scheduled())
+
+    def _put_back_stranded(self) -> int:
+        """Put jobs that a worker took from the queue and never started back at its front.
+
+        A worker takes a job with BLMOVE, which moves it to the queue's intermediate
+        list, and moves it on to the started registry a moment later. A job still
+        there seconds later was handed to a worker that is gone: one that died in
+        between, or one on a lost machine, whose blocked BLMOVE Redis served before
+        it learnt (from TCP keepalive, minutes later) that the peer was dead. RQ
+        fails such a job only at its second maintenance pass, 10 to 20 minutes on,
+        and the action would wait as long. Put back, it runs on a live worker; were
+        its first taker alive after all, the runner's claim lets one of them run it.
+        """
+        queue = self.outbox.queue
+        connection = self.outbox.redis
+        taken = [job_id.decode() for job_id in connection.lrange(queue.intermediate_queue_key, 0, -1)]
+        moment = self.clock()
+        self._taken_since = {job_id: self._taken_since.get(job_id, moment) for job_id in taken}
+        due = [job_id for job_id, since in self._taken_since.items()
+               if (moment - since).total_seconds() >= self.stranded_after
+               and job_id not in queue.started_job_registry]
+        put_back = [job_id for job_id in due if self.outbox.put_back(job_id)]
+        for job_id in put_back:  # taken again, it is timed afresh
+            del self._taken_since[job_id]
+        if put_back:
+            log.warning("listener.outbox.stranded jobs=%s (taken from the queue by a worker that never started "
+                        "them: put back)", put_back)
+        return len(put_back)
 
     def _enqueue_overdue_scheduled(self) -> int:
         """Move retries whose time is well past from RQ's schedule to the queue.

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from rq import Queue
+from rq.executions import Execution
 from rq.job import Job
 from rq.utils import utcparse
 from sqlalchemy.exc import OperationalError
@@ -178,3 +180,85 @@ def test_an_action_whose_job_failed_before_claiming_it_is_handed_over_again(star
     assert iconik_api.paths() == ["/API/transcode/v1/analyze/assets/asset-1/"]
     [action] = rows(live.runtime, "actions")
     assert (action["status"], action["attempts"]) == ("done", 1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.moment = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
+
+
+def take_like_a_worker(queue: Queue) -> str:
+    """What a worker's BLMOVE does: the job at the queue's head moves to its intermediate list."""
+    return queue.connection.lmove(queue.key, queue.intermediate_queue_key).decode()
+
+
+def test_a_job_taken_by_a_worker_that_never_started_it_is_put_back_once(start_listener, iconik_api):
+    live = start_listener(config_for(iconik_api))
+    for asset in ("asset-1", "asset-2"):
+        for event in asset_events(asset):
+            live.post(iconik_path(event), event)
+    queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
+    stranded = take_like_a_worker(queue)  # and the worker is gone
+    clock = Clock()
+    dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
+                            clock=clock, stranded_after=5)
+    assert dispatcher.run_once() == 0  # seen taken, not yet for long
+    clock.advance(4.9)
+    assert dispatcher.run_once() == 0
+    clock.advance(0.1)
+    assert dispatcher.run_once() == 1
+    assert queue.job_ids[0] == stranded  # at the front: it has waited longest
+    assert queue.intermediate_queue.get_job_ids() == []
+    assert take_like_a_worker(queue) == stranded  # taken again, by another worker that is lost too
+    clock.advance(1)
+    assert dispatcher.run_once() == 0  # timed afresh, from this sweep
+    clock.advance(5)
+    assert dispatcher.run_once() == 1
+    clock.advance(60)
+    assert dispatcher.run_once() == 0  # not twice
+    assert len(queue.job_ids) == 2
+    run_jobs(live.runtime)
+    assert sorted(iconik_api.paths()) == [f"/API/transcode/v1/analyze/assets/asset-{i}/" for i in (1, 2)]
+    assert [(a["status"], a["attempts"]) for a in rows(live.runtime, "actions")] == [("done", 1)] * 2
+
+
+def test_a_job_a_worker_starts_late_is_not_put_back(start_listener, iconik_api):
+    live = start_listener(config_for(iconik_api))
+    for event in asset_events("asset-1"):
+        live.post(iconik_path(event), event)
+    queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
+    taken = take_like_a_worker(queue)
+    clock = Clock()
+    dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
+                            clock=clock, stranded_after=5)
+    assert dispatcher.run_once() == 0
+    queue.connection.lrem(queue.intermediate_queue_key, 1, taken)  # the worker starts it, as RQ's
+    clock.advance(10)                                               # prepare_job_execution does
+    assert dispatcher.run_once() == 0
+    assert not dispatcher.outbox.put_back(taken)  # nor if the sweep had read the list just before
+    assert queue.job_ids == []
+    assert queue.intermediate_queue.get_job_ids() == []
+
+
+def test_a_job_taken_and_started_is_left_to_its_worker(start_listener, iconik_api):
+    live = start_listener(config_for(iconik_api))
+    for event in asset_events("asset-1"):
+        live.post(iconik_path(event), event)
+    queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
+    taken = take_like_a_worker(queue)
+    with queue.connection.pipeline() as pipe:  # as a worker started it
+        queue.started_job_registry.add_execution(Execution("execution-1", taken, queue.connection), pipe, ttl=600)
+        pipe.execute()
+    clock = Clock()
+    dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
+                            clock=clock, stranded_after=5)
+    assert dispatcher.run_once() == 0
+    clock.advance(10)
+    assert dispatcher.run_once() == 0  # a worker of several queues leaves it in the list while it runs
+    assert queue.job_ids == []

@@ -502,6 +502,8 @@ def test_a_killed_worker_does_not_hold_up_the_retry_schedule(tmp_path, files, li
     kill_worker(live)
 
     live.accept(scoopa_file(5001, "later.mov", 10, files.url("status", "503")))  # fails, retried in 1 s
-    live.wait_action(lambda a: a["attempts"] == 1 and a["status"] == "queued", timeout=15, kind="download")
+    # 30 s: should the killed worker have been handed the job before Redis saw its connection close, the
+    # dispatcher puts the job back once its lease has expired (5 s) and the job has waited 5 s.
+    live.wait_action(lambda a: a["attempts"] == 1 and a["status"] == "queued", timeout=30, kind="download")
     done = live.wait_action(lambda a: a["status"] == "failed", timeout=10, kind="download")
     assert done["attempts"] == 2

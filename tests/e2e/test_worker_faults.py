@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import signal
+import socket
+import time
 
 import pytest
+import redis
 import requests
+from rq import Queue
 from sqlalchemy import select
 
 from listener.db import get_engine
@@ -66,4 +70,60 @@ def test_worker_killed_mid_job_is_put_back_and_finished_by_another(tmp_path, dat
         assert len(slow_iconik.requests) == 2
         assert "listener.action.abandoned" in (tmp_path / "worker-2.log").read_text()
     finally:
+        processes.stop()
+
+
+def _blocked_ports(connection: redis.Redis) -> set[int]:
+    """The client ports of the connections blocked in a BLMOVE."""
+    return {int(client["addr"].rsplit(":", 1)[1]) for client in connection.client_list() if client["cmd"] == "blmove"}
+
+
+class LostWorker:
+    """A worker on a machine that was lost while it waited for a job: its BLMOVE is at the head of Redis's
+    queue of blocked clients, and nothing will ever read the answer. Redis learns of a dead peer only from
+    TCP keepalive, minutes later: until then it hands this connection the next job, which RQ moves to the
+    queue's intermediate list on the way."""
+
+    def __init__(self, redis_url: str, queue_name: str) -> None:
+        connection = redis.Redis.from_url(redis_url)
+        options = connection.connection_pool.connection_kwargs
+        self.socket = socket.create_connection((options.get("host", "127.0.0.1"), options.get("port", 6379)))
+        queue = Queue(queue_name, connection=connection)
+        blmove = ["BLMOVE", queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT", "600"]
+        self.socket.sendall(b"SELECT %d\r\n" % options.get("db", 0)
+                            + f"*{len(blmove)}\r\n".encode()
+                            + b"".join(f"${len(part)}\r\n{part}\r\n".encode() for part in blmove))
+        deadline = time.monotonic() + 5
+        while self.socket.getsockname()[1] not in _blocked_ports(connection) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.socket.getsockname()[1] in _blocked_ports(connection), "the lost worker's BLMOVE did not block"
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_a_job_handed_to_a_lost_worker_runs_on_a_live_one(tmp_path, database_url, redis_url, clean, slow_iconik):
+    slow_iconik.delay = 0
+    processes = ListenerProcesses(tmp_path, database_url, redis_url, config_for(slow_iconik), "admin-x",
+                                  mode="procfile").start()
+    lost = None
+    try:
+        queue_name = processes.env["LISTENER_QUEUE"]
+        lost = LostWorker(redis_url, queue_name)
+        # The live worker blocked before the lost one did: a new one queues behind it, as after a restart.
+        processes.stop("worker")
+        processes.start_worker("worker-2")
+        processes.wait_for(lambda: "listener.worker.start" in (tmp_path / "worker-2.log").read_text(), timeout=20)
+        post_asset(processes, "asset-lost")
+        queue = Queue(queue_name, connection=redis.Redis.from_url(redis_url))
+        [stranded] = processes.wait_for(lambda: queue.intermediate_queue.get_job_ids(), timeout=10)
+        assert stranded.startswith("action-")  # the lost worker's: nobody runs it from there
+        action = processes.wait_for(lambda: (a := the_action(database_url))["status"] == "done" and a, timeout=30)
+        assert action["attempts"] == 1  # it never started anywhere else
+        assert len(slow_iconik.requests) == 1
+        assert queue.intermediate_queue.get_job_ids() == []
+        assert "listener.outbox.stranded" in (tmp_path / "worker-2.log").read_text()
+    finally:
+        if lost:
+            lost.close()
         processes.stop()
