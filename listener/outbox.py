@@ -87,10 +87,13 @@ _NEW_JOB_FIELDS = {
 
 
 # The job moves from the intermediate list to the queue's front only if it is still in that list: a worker
-# that started it meanwhile has removed it, and it must not be queued again.
+# that started it meanwhile has removed it, and it must not be queued again. RQ's note of when its own
+# maintenance first saw the job there goes too, or a later pass could fail the job the moment a live worker
+# takes it again.
 _PUT_BACK = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
     redis.call('LPUSH', KEYS[2], ARGV[1])
+    redis.call('DEL', KEYS[3])
     return 1
 end
 return 0
@@ -154,7 +157,8 @@ class Outbox:
 
     def put_back(self, job_id: str) -> bool:
         """Move a job from the queue's intermediate list to its front; False if it was no longer there."""
-        return bool(self._put_back(keys=[self.queue.intermediate_queue_key, self.queue.key], args=[job_id]))
+        taken = self.queue.intermediate_queue
+        return bool(self._put_back(keys=[taken.key, self.queue.key, taken.get_first_seen_key(job_id)], args=[job_id]))
 
     def missing(self, pending: list[Pending]) -> list[Pending]:
         """The queued actions that no RQ job will run: there is none, or it ended.

@@ -205,6 +205,7 @@ def test_a_job_taken_by_a_worker_that_never_started_it_is_put_back_once(start_li
             live.post(iconik_path(event), event)
     queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
     stranded = take_like_a_worker(queue)  # and the worker is gone
+    queue.intermediate_queue.set_first_seen(stranded)  # RQ's maintenance saw it there too
     clock = Clock()
     dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
                             clock=clock, stranded_after=5)
@@ -215,6 +216,7 @@ def test_a_job_taken_by_a_worker_that_never_started_it_is_put_back_once(start_li
     assert dispatcher.run_once() == 1
     assert queue.job_ids[0] == stranded  # at the front: it has waited longest
     assert queue.intermediate_queue.get_job_ids() == []
+    assert queue.intermediate_queue.get_first_seen(stranded) is None  # RQ would fail it when taken again
     assert take_like_a_worker(queue) == stranded  # taken again, by another worker that is lost too
     clock.advance(1)
     assert dispatcher.run_once() == 0  # timed afresh, from this sweep
