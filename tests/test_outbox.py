@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 import jobs.runner
 from listener.outbox import JOB_FUNCTION, Dispatcher, Outbox, Pending, _job_options
-from tests.conftest import asset_events, config_for, iconik_path, rows, run_jobs
+from tests.conftest import LiveListener, asset_events, config_for, iconik_path, rows, run_jobs
 from tests.support.backends import RedisServer
 from tests.support.processes import ListenerProcesses
 
@@ -198,17 +198,26 @@ def take_like_a_worker(queue: Queue) -> str:
     return queue.connection.lmove(queue.key, queue.intermediate_queue_key).decode()
 
 
-def test_a_job_taken_by_a_worker_that_never_started_it_is_put_back_once(start_listener, iconik_api):
+def analyses_one_taken(start_listener, iconik_api, *assets: str) -> tuple[LiveListener, Queue, str]:  # noqa: ANN001
+    """A listener with the assets' analyses queued, the first of them taken from the queue by a worker."""
     live = start_listener(config_for(iconik_api))
-    for asset in ("asset-1", "asset-2"):
+    for asset in assets:
         for event in asset_events(asset):
             live.post(iconik_path(event), event)
     queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
-    stranded = take_like_a_worker(queue)  # and the worker is gone
-    queue.intermediate_queue.set_first_seen(stranded)  # RQ's maintenance saw it there too
+    return live, queue, take_like_a_worker(queue)
+
+
+def timed_dispatcher(live: LiveListener) -> tuple[Dispatcher, Clock]:
     clock = Clock()
-    dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
-                            clock=clock, stranded_after=5)
+    outbox = Outbox(live.runtime.redis(), live.runtime.settings.queue_name)
+    return Dispatcher(live.runtime.engine, outbox, clock=clock, stranded_after=5), clock
+
+
+def test_a_job_taken_by_a_worker_that_never_started_it_is_put_back_once(start_listener, iconik_api):
+    live, queue, stranded = analyses_one_taken(start_listener, iconik_api, "asset-1", "asset-2")  # worker gone
+    queue.intermediate_queue.set_first_seen(stranded)  # RQ's maintenance saw it there too
+    dispatcher, clock = timed_dispatcher(live)
     assert dispatcher.run_once() == 0  # seen taken, not yet for long
     clock.advance(4.9)
     assert dispatcher.run_once() == 0
@@ -231,14 +240,8 @@ def test_a_job_taken_by_a_worker_that_never_started_it_is_put_back_once(start_li
 
 
 def test_a_job_a_worker_starts_late_is_not_put_back(start_listener, iconik_api):
-    live = start_listener(config_for(iconik_api))
-    for event in asset_events("asset-1"):
-        live.post(iconik_path(event), event)
-    queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
-    taken = take_like_a_worker(queue)
-    clock = Clock()
-    dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
-                            clock=clock, stranded_after=5)
+    live, queue, taken = analyses_one_taken(start_listener, iconik_api, "asset-1")
+    dispatcher, clock = timed_dispatcher(live)
     assert dispatcher.run_once() == 0
     queue.connection.lrem(queue.intermediate_queue_key, 1, taken)  # the worker starts it, as RQ's
     clock.advance(10)                                               # prepare_job_execution does
@@ -249,17 +252,11 @@ def test_a_job_a_worker_starts_late_is_not_put_back(start_listener, iconik_api):
 
 
 def test_a_job_taken_and_started_is_left_to_its_worker(start_listener, iconik_api):
-    live = start_listener(config_for(iconik_api))
-    for event in asset_events("asset-1"):
-        live.post(iconik_path(event), event)
-    queue = Queue(live.runtime.settings.queue_name, connection=live.runtime.redis())
-    taken = take_like_a_worker(queue)
+    live, queue, taken = analyses_one_taken(start_listener, iconik_api, "asset-1")
     with queue.connection.pipeline() as pipe:  # as a worker started it
         queue.started_job_registry.add_execution(Execution("execution-1", taken, queue.connection), pipe, ttl=600)
         pipe.execute()
-    clock = Clock()
-    dispatcher = Dispatcher(live.runtime.engine, Outbox(live.runtime.redis(), live.runtime.settings.queue_name),
-                            clock=clock, stranded_after=5)
+    dispatcher, clock = timed_dispatcher(live)
     assert dispatcher.run_once() == 0
     clock.advance(10)
     assert dispatcher.run_once() == 0  # a worker of several queues leaves it in the list while it runs
