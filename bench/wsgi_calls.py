@@ -42,7 +42,7 @@ def use_listener(app_root: Path, workdir: Path) -> None:
         port=0))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")  # set by gunicorn.conf.py otherwise
     (workdir / "metrics").mkdir(exist_ok=True)
-    if not sqlite_path.exists():  # the first run in workdir (a migrated PostgreSQL is left as it is)
+    if not sqlite_path.exists():  # SQLite: the first run in workdir; PostgreSQL: every run, a no-op at head
         migrate(os.environ)
 
 

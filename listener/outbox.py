@@ -219,8 +219,7 @@ class Dispatcher:
         its first taker alive after all, the runner's claim lets one of them run it.
         """
         queue = self.outbox.queue
-        connection = self.outbox.redis
-        taken = [job_id.decode() for job_id in connection.lrange(queue.intermediate_queue_key, 0, -1)]
+        taken = queue.intermediate_queue.get_job_ids()
         moment = self.clock()
         self._taken_since = {job_id: self._taken_since.get(job_id, moment) for job_id in taken}
         due = [job_id for job_id, since in self._taken_since.items()

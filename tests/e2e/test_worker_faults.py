@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 import pytest
@@ -73,33 +72,30 @@ def test_worker_killed_mid_job_is_put_back_and_finished_by_another(tmp_path, dat
         processes.stop()
 
 
-def _blocked_ports(connection: redis.Redis) -> set[int]:
-    """The client ports of the connections blocked in a BLMOVE."""
-    return {int(client["addr"].rsplit(":", 1)[1]) for client in connection.client_list() if client["cmd"] == "blmove"}
-
-
 class LostWorker:
     """A worker on a machine that was lost while it waited for a job: its BLMOVE is at the head of Redis's
     queue of blocked clients, and nothing will ever read the answer. Redis learns of a dead peer only from
     TCP keepalive, minutes later: until then it hands this connection the next job, which RQ moves to the
     queue's intermediate list on the way."""
 
+    NAME = "lost-worker"
+
     def __init__(self, redis_url: str, queue_name: str) -> None:
-        connection = redis.Redis.from_url(redis_url)
-        options = connection.connection_pool.connection_kwargs
-        self.socket = socket.create_connection((options.get("host", "127.0.0.1"), options.get("port", 6379)))
-        queue = Queue(queue_name, connection=connection)
-        blmove = ["BLMOVE", queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT", "600"]
-        self.socket.sendall(b"SELECT %d\r\n" % options.get("db", 0)
-                            + f"*{len(blmove)}\r\n".encode()
-                            + b"".join(f"${len(part)}\r\n{part}\r\n".encode() for part in blmove))
+        client = redis.Redis.from_url(redis_url)
+        queue = Queue(queue_name, connection=client)
+        self.connection = redis.Connection(**{**client.connection_pool.connection_kwargs, "client_name": self.NAME})
+        self.connection.send_command("BLMOVE", queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT", 600)
+
+        def blocked() -> bool:
+            return any(c["name"] == self.NAME and c["cmd"] == "blmove" for c in client.client_list())
+
         deadline = time.monotonic() + 5
-        while self.socket.getsockname()[1] not in _blocked_ports(connection) and time.monotonic() < deadline:
+        while not blocked() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert self.socket.getsockname()[1] in _blocked_ports(connection), "the lost worker's BLMOVE did not block"
+        assert blocked(), "the lost worker's BLMOVE did not block"
 
     def close(self) -> None:
-        self.socket.close()
+        self.connection.disconnect()
 
 
 def test_a_job_handed_to_a_lost_worker_runs_on_a_live_one(tmp_path, database_url, redis_url, clean, slow_iconik):
