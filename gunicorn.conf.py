@@ -10,7 +10,12 @@ import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Sync workers: a webhook is one short transaction; processes, not threads, use both cores.
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+# One more process than cores, not gunicorn's usual 2 x cores + 1: a webhook keeps its core busy (its only wait,
+# on a local database, is short), so extra processes only share the cores among more requests in flight. On 2
+# cores, 3 workers answered the ingest benchmark's webhooks at the rate 5 did, with a p99 of 13.5 to 17.4 ms
+# where 5 gave 17.3 to 22.1 (bench/README.md, the nineteenth round). Behind a database far away, where a
+# webhook waits longer, set WEB_CONCURRENCY higher (a PaaS often sets it for its machine size).
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 worker_class = "sync"
 timeout = int(os.environ.get("WEB_TIMEOUT", 30))  # senders give up after about as long
 graceful_timeout = 20  # a PaaS sends SIGKILL some 30 s after SIGTERM

@@ -1,9 +1,9 @@
 """Part 1, ingest: acknowledged POST /create per second and latency, listener against two references.
 
 Every app runs under the Procfile's ``web`` line, ``gunicorn -c gunicorn.conf.py
-<app>``, with the same environment (WEB_CONCURRENCY unset: 2 x cores + 1 sync
-workers; access log on, to a file), and is loaded by the same wrk command,
-every request a new iconik asset. All apps are up at once: each is warmed up
+<app>``, with the same environment (WEB_CONCURRENCY unset: gunicorn.conf.py's
+cores + 1 sync workers; access log on, to a file), and is loaded by the same
+wrk command, every request a new iconik asset. All apps are up at once: each is warmed up
 (workers import and connect), then the measured time is cut into short slices
 that go through the apps in turn, so that the machine's drift in speed falls
 on every app alike. After the last slice the events in each listener's
@@ -205,7 +205,7 @@ def median_ratio(mine: list[WrkResult], theirs: list[WrkResult]) -> tuple[float,
 
 def run(options: Any, scratch: Path) -> PartResult:
     cpus = multiprocessing.cpu_count()
-    workers = int(os.environ.get("WEB_CONCURRENCY", cpus * 2 + 1))
+    workers = int(os.environ.get("WEB_CONCURRENCY", cpus + 1))  # gunicorn.conf.py's default
     count, seconds = slice_plan(options)
     part = PartResult(
         key="ingest",
