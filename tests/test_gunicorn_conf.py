@@ -1,7 +1,9 @@
-"""gunicorn.conf.py's hooks for a preloaded app: what the master does before a fork and a worker after it."""
+"""gunicorn.conf.py: how many workers, and its hooks for a preloaded app (what the master does before a fork and a
+worker after it)."""
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import runpy
 from pathlib import Path
 
@@ -16,6 +18,15 @@ CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 def conf(monkeypatch, tmp_path):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     return runpy.run_path(str(CONF))
+
+
+def test_one_worker_more_than_cores_unless_web_concurrency_says(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 4)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    assert runpy.run_path(str(CONF))["workers"] == 5
+    monkeypatch.setenv("WEB_CONCURRENCY", "9")
+    assert runpy.run_path(str(CONF))["workers"] == 9
 
 
 def test_the_app_is_preloaded_by_the_master(conf):
