@@ -12,7 +12,6 @@ database are counted: an acknowledged webhook must have been stored.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from common import (
     BenchError,
     Processes,
     Started,
+    children,
     free_port,
     fresh_postgres_database,
     listener_env,
@@ -203,16 +203,20 @@ def median_ratio(mine: list[WrkResult], theirs: list[WrkResult]) -> tuple[float,
     return statistics.median(ratios), ratios[0], ratios[-1]
 
 
+def _title(options: Any, count: int, seconds: float, workers: int | None) -> str:
+    started = f" ({workers} sync workers)" if workers is not None else ""
+    return (f"1. Ingest: POST /create, new asset each, wrk -t{options.threads} -c{options.connections}, "
+            f"gunicorn -c gunicorn.conf.py{started}; every app up at once, "
+            f"{count} round{'s' if count != 1 else ''} of {seconds:g} s each (after {options.warmup:g}s warm-up), "
+            "apps in turn")
+
+
 def run(options: Any, scratch: Path) -> PartResult:
     cpus = multiprocessing.cpu_count()
-    workers = int(os.environ.get("WEB_CONCURRENCY", cpus + 1))  # gunicorn.conf.py's default
     count, seconds = slice_plan(options)
     part = PartResult(
         key="ingest",
-        title=(f"1. Ingest: POST /create, new asset each, wrk -t{options.threads} -c{options.connections}, "
-               f"gunicorn -c gunicorn.conf.py ({workers} sync workers); every app up at once, "
-               f"{count} round{'s' if count != 1 else ''} of {seconds:g} s each (after {options.warmup:g}s warm-up), "
-               "apps in turn"),
+        title=_title(options, count, seconds, workers=None),
         columns=["app", "acked/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-2xx", "vs ceiling",
                  "vs Flask+RQ", "CPU ms/ack", "CPU vs ceiling"],
     )
@@ -240,6 +244,8 @@ def run(options: Any, scratch: Path) -> PartResult:
             except BenchError as error:
                 failures[subject.key] = "failed"
                 part.notes.append(f"{subject.label}: {error}")
+        if servers:  # as many as gunicorn.conf.py started, all of them up by now (start_gunicorn waits)
+            part.title = _title(options, count, seconds, workers=len(children(servers[0].server.pid)))
         for number in range(count):
             say(f"ingest: round {number + 1} of {count}, {seconds:g} s of each app")
             for running in servers if number % 2 == 0 else reversed(servers):
