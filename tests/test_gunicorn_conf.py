@@ -15,18 +15,23 @@ CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 
 
 @pytest.fixture
-def conf(monkeypatch, tmp_path):
+def read_conf(monkeypatch, tmp_path):
+    """Runs gunicorn.conf.py as gunicorn does, in the environment of the moment; returns its settings."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
-    return runpy.run_path(str(CONF))
+    return lambda: runpy.run_path(str(CONF))
 
 
-def test_one_worker_more_than_cores_unless_web_concurrency_says(monkeypatch, tmp_path):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+@pytest.fixture
+def conf(read_conf):
+    return read_conf()
+
+
+def test_one_worker_more_than_cores_unless_web_concurrency_says(read_conf, monkeypatch):
     monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 4)
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
-    assert runpy.run_path(str(CONF))["workers"] == 5
+    assert read_conf()["workers"] == 5
     monkeypatch.setenv("WEB_CONCURRENCY", "9")
-    assert runpy.run_path(str(CONF))["workers"] == 9
+    assert read_conf()["workers"] == 9
 
 
 def test_the_app_is_preloaded_by_the_master(conf):
