@@ -1,10 +1,10 @@
 """The worker's claim and finish: on a connection its thread keeps, replaced when the database dropped it."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from jobs import runner
 from tests.conftest import asset_events, iconik_path, rows
@@ -54,3 +54,30 @@ def test_a_finish_after_the_database_dropped_the_kept_connection_is_recorded(sta
     assert stored["status"] == "done"
     assert runner._records(live.runtime.engine).writer._kept.conn is not kept
 
+
+
+def test_a_claim_commits_without_waiting_for_the_flush_and_a_finish_waits(start_listener):
+    live = start_listener()
+    engine = live.runtime.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's synchronous setting is the connection's, the same for every commit")
+    action_id = queued_action(live)
+    records = runner._records(engine)
+    values = {"id": action_id, "now": records.time(datetime.now(UTC))}
+    with engine.begin() as conn:  # the claim in a transaction of its own, to look inside it before it commits
+        assert records.claim(conn, values) is not None
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    # Only that transaction's: the worker's kept connection, on which the finish commits, still waits.
+    runner.claim(live.runtime, queued_action_again(live, action_id))
+    kept = runner._records(engine).writer._kept.conn
+    assert kept.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    runner.finish(live.runtime, action_id, "done")
+    [stored] = rows(live.runtime, "actions")
+    assert stored["status"] == "done"
+
+
+def queued_action_again(live, action_id: int) -> int:
+    """The action put back to ``queued``, as a retry would, to be claimed once more."""
+    with live.runtime.engine.begin() as conn:
+        conn.execute(text("UPDATE actions SET status = 'queued' WHERE id = :id"), {"id": action_id})
+    return action_id
