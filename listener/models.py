@@ -93,5 +93,5 @@ actions = Table(
     _timestamp("finished_at", nullable=True),
     UniqueConstraint("item_id", "once_key", name="uq_actions_item_once"),
     Index("ix_actions_status", "status"),
-    Index("ix_actions_item", "item_id"),
+    # No index on item_id alone: uq_actions_item_once begins with it (migration 0003).
 )
