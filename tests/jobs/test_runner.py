@@ -55,7 +55,6 @@ def test_a_finish_after_the_database_dropped_the_kept_connection_is_recorded(sta
     assert runner._records(live.runtime.engine).writer._kept.conn is not kept
 
 
-
 def test_a_claim_commits_without_waiting_for_the_flush_and_a_finish_waits(start_listener):
     live = start_listener()
     engine = live.runtime.engine
