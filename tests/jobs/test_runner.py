@@ -4,18 +4,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from jobs import runner
 from tests.conftest import asset_events, iconik_path, rows
 from tests.support.backends import end_from_the_server
 
 
-def queued_action(live) -> int:
-    for body in asset_events("asset-k"):
+def queued_action(live, key: str = "asset-k") -> int:
+    """The analysis that an iconik asset's create and closed proxy queue."""
+    before = {action["id"] for action in rows(live.runtime, "actions")}
+    for body in asset_events(key):
         live.post(iconik_path(body), body)
-    [action] = rows(live.runtime, "actions")
-    return action["id"]
+    [action_id] = {action["id"] for action in rows(live.runtime, "actions")} - before
+    return action_id
 
 
 def test_claim_and_finish_check_no_connection_out_of_the_pool_once_the_thread_has_one(start_listener):
@@ -60,23 +62,16 @@ def test_a_claim_commits_without_waiting_for_the_flush_and_a_finish_waits(start_
     engine = live.runtime.engine
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's synchronous setting is the connection's, the same for every commit")
-    action_id = queued_action(live)
+    looked_into, claimed = queued_action(live, "asset-a"), queued_action(live, "asset-b")
     records = runner._records(engine)
-    values = {"id": action_id, "now": records.time(datetime.now(UTC))}
-    with engine.begin() as conn:  # the claim in a transaction of its own, to look inside it before it commits
+    values = {"id": looked_into, "now": records.time(datetime.now(UTC))}
+    with engine.begin() as conn:  # a claim in a transaction of its own, to look inside it before it commits
         assert records.claim(conn, values) is not None
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
     # Only that transaction's: the worker's kept connection, on which the finish commits, still waits.
-    runner.claim(live.runtime, queued_action_again(live, action_id))
+    assert runner.claim(live.runtime, claimed) is not None
     kept = runner._records(engine).writer._kept.conn
     assert kept.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
-    runner.finish(live.runtime, action_id, "done")
-    [stored] = rows(live.runtime, "actions")
-    assert stored["status"] == "done"
-
-
-def queued_action_again(live, action_id: int) -> int:
-    """The action put back to ``queued``, as a retry would, to be claimed once more."""
-    with live.runtime.engine.begin() as conn:
-        conn.execute(text("UPDATE actions SET status = 'queued' WHERE id = :id"), {"id": action_id})
-    return action_id
+    runner.finish(live.runtime, claimed, "done")
+    stored = {action["id"]: action["status"] for action in rows(live.runtime, "actions")}
+    assert stored == {looked_into: "running", claimed: "done"}
