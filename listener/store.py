@@ -114,6 +114,16 @@ class _Statements:
         )
         self.insert_once_action = f"{self.insert_action} ON CONFLICT (item_id, once_key) DO NOTHING RETURNING id"
         self.insert_action += " RETURNING id"
+        # PostgreSQL: an existing item's new state and the first action it asks for, when that one is a ``once``
+        # action (iconik's analysis), in one statement: a round trip fewer in the transaction of every delivery
+        # that starts work. The insert reads the updated row's id, so it runs once the item is updated.
+        self.update_item_and_insert_once_action = (
+            f"WITH updated AS ({self.update_item} RETURNING id) "
+            "INSERT INTO actions (item_id, event_id, kind, target, workflow, once_key, status, attempts, bytes_done, "
+            f"created_at, updated_at) SELECT updated.id, {value('event_id')}, {value('kind')}, {value('target')}, "
+            f"{value('workflow')}, {value('once_key')}, 'queued', 0, 0, {value('now')}, {value('now')} FROM updated "
+            "ON CONFLICT (item_id, once_key) DO NOTHING RETURNING id"
+        ) if postgres else None
         # An identical action still waiting for its first attempt: a repeated request joins it.
         same = "IS NOT DISTINCT FROM" if postgres else "IS"  # NULL-safe equality
         self.find_queued_twin = (
@@ -236,6 +246,7 @@ class EventStore:
                       duplicate_of=original)
             return Recorded("duplicate", original, item_id=item_id)
 
+        new_ids: list[int] = []
         if inserted:  # inserted in its first state already
             requested = rows.first_requested
             self._finds_item.discard((source.name, event.change))
@@ -243,11 +254,18 @@ class EventStore:
             self._finds_item.add((source.name, event.change))
             data = data if isinstance(data, dict) else json.loads(data or "{}")  # SQLite's JSON is text
             transition = source.handler.apply(ItemView(state, data), event, source.context)
-            cursor.run(self._sql.update_item, {
-                "state": transition.state, "data": json.dumps(transition.data, default=str),
-                "now": self._sql.time(delivery.received_at), "id": item_id})
             requested = self._requested(delivery, transition)
-        action_ids = _add_actions(cursor, self._sql, item_id, event_id, requested, delivery.received_at)
+            update = {"state": transition.state, "data": json.dumps(transition.data, default=str),
+                      "now": self._sql.time(delivery.received_at), "id": item_id}
+            if self._sql.update_item_and_insert_once_action and requested and requested[0].once is not None:
+                first, requested = requested[0], requested[1:]
+                added = cursor.one(self._sql.update_item_and_insert_once_action,
+                                   {**_action_values(self._sql, item_id, event_id, first, delivery.received_at),
+                                    **update})
+                new_ids = [added[0]] if added else []  # none if the item has had that action before
+            else:
+                cursor.run(self._sql.update_item, update)
+        action_ids = new_ids + _add_actions(cursor, self._sql, item_id, event_id, requested, delivery.received_at)
         return Recorded("accepted", event_id, reason=rows.event["reason"], item_id=item_id, action_ids=action_ids)
 
     def _lock_item(self, cursor: DriverCursor, item_row: dict[str, Any],
@@ -303,8 +321,7 @@ def _add_actions(cursor: DriverCursor, sql: _Statements, item_id: int, event_id:
                  requested: list[ActionRequest], now: datetime) -> list[int]:
     new_ids = []
     for request in requested:
-        values = {"item_id": item_id, "event_id": event_id, "kind": request.kind, "target": request.target,
-                  "workflow": request.workflow, "once_key": request.once, "now": sql.time(now)}
+        values = _action_values(sql, item_id, event_id, request, now)
         if request.once is None:
             if cursor.one(sql.find_queued_twin, values) is None:
                 new_ids.append(cursor.one(sql.insert_action, values)[0])
@@ -313,3 +330,9 @@ def _add_actions(cursor: DriverCursor, sql: _Statements, item_id: int, event_id:
         if inserted is not None:
             new_ids.append(inserted[0])
     return new_ids
+
+
+def _action_values(sql: _Statements, item_id: int, event_id: int | None, request: ActionRequest,
+                   now: datetime) -> dict[str, Any]:
+    return {"item_id": item_id, "event_id": event_id, "kind": request.kind, "target": request.target,
+            "workflow": request.workflow, "once_key": request.once, "now": sql.time(now)}

@@ -5,6 +5,7 @@ import pytest
 from sqlalchemy import text
 
 import listener.db
+from listener.store import _statements
 from tests.conftest import asset_events, base_config, load_fixture, rows
 
 TAKEN_ASSET = "c0ffee00-0000-4000-8000-000000000001"
@@ -51,6 +52,20 @@ def item_statements(monkeypatch):
 
     monkeypatch.setattr(listener.db.DriverCursor, "one", counted)
     return asked
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every statement the store sent on the driver's cursor, in order, as a list that grows."""
+    statements = []
+    real = listener.db.DriverCursor.run
+
+    def counted(cursor, sql, params):  # noqa: ANN001, ANN202
+        statements.append(sql)
+        return real(cursor, sql, params)
+
+    monkeypatch.setattr(listener.db.DriverCursor, "run", counted)
+    return statements
 
 
 def postgresql_only(listener) -> None:  # noqa: ANN001
@@ -144,3 +159,33 @@ def test_on_sqlite_a_kind_of_delivery_that_found_its_item_stored_looks_it_up_bef
                       "proxy-first-1": "proxy_ready", "proxy-first-2": "proxy_ready"}
     assert len([a for a in rows(listener.runtime, "actions") if a["kind"] == "analyze"]) == 2
     assert [e["status"] for e in rows(listener.runtime, "events")] == ["accepted"] * 6
+
+
+def test_on_postgresql_a_delivery_that_starts_work_updates_its_item_and_adds_the_action_in_one_statement(
+        listener, sent):
+    postgresql_only(listener)
+    sql = _statements("postgresql")
+    for asset in ("warm-up-asset", "one-statement-asset"):  # the first proxy learns that proxies find their asset
+        create, proxy = asset_events(asset)
+        assert listener.post("/create", create).json()["status"] == "accepted"
+        sent.clear()
+        answer = listener.post("/proxy", proxy).json()
+    # The item locked and the event inserted; then the item's new state and its analysis: two statements.
+    assert sent == [sql.lock_item_and_insert_event, sql.update_item_and_insert_once_action]
+    item = rows(listener.runtime, "items", key="one-statement-asset")[0]
+    [action] = rows(listener.runtime, "actions", item_id=item["id"])
+    assert item["state"] == "ready"
+    assert (action["kind"], action["once_key"], action["status"], action["event_id"]) == (
+        "analyze", "analyze", "queued", answer["event_id"])
+
+    # The item made "created" again, and the proxy replayed: the item is updated, and the analysis, which
+    # exists already, is not added again.
+    with listener.runtime.engine.begin() as conn:
+        conn.execute(text("UPDATE items SET state = 'created', data = CAST(:data AS JSONB) WHERE id = :id"),
+                     {"data": '{"created": true}', "id": item["id"]})
+    sent.clear()
+    replayed = listener.admin(f"/api/events/{answer['event_id']}/replay", "POST").json()
+    assert (replayed["status"], replayed["actions"]) == ("accepted", [])
+    assert sent[-1] == sql.update_item_and_insert_once_action
+    assert rows(listener.runtime, "items", key="one-statement-asset")[0]["state"] == "ready"
+    assert [a["id"] for a in rows(listener.runtime, "actions", item_id=item["id"])] == [action["id"]]
