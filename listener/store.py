@@ -106,23 +106,20 @@ class _Statements:
             "FROM item RETURNING item_id, id"
         ) if postgres else None
         # Actions: a new one is queued, with nothing done yet.
-        self.insert_action = (
-            "INSERT INTO actions (item_id, event_id, kind, target, workflow, once_key, status, attempts, bytes_done, "
-            f"created_at, updated_at) VALUES ({value('item_id')}, {value('event_id')}, {value('kind')}, "
-            f"{value('target')}, {value('workflow')}, {value('once_key')}, 'queued', 0, 0, {value('now')}, "
-            f"{value('now')})"
-        )
-        self.insert_once_action = f"{self.insert_action} ON CONFLICT (item_id, once_key) DO NOTHING RETURNING id"
+        action_columns = ("item_id, event_id, kind, target, workflow, once_key, status, attempts, bytes_done, "
+                          "created_at, updated_at")
+        action_values = (f"{value('item_id')}, {value('event_id')}, {value('kind')}, {value('target')}, "
+                         f"{value('workflow')}, {value('once_key')}, 'queued', 0, 0, {value('now')}, {value('now')}")
+        once_only = " ON CONFLICT (item_id, once_key) DO NOTHING RETURNING id"
+        self.insert_action = f"INSERT INTO actions ({action_columns}) VALUES ({action_values})"
+        self.insert_once_action = f"{self.insert_action}{once_only}"
         self.insert_action += " RETURNING id"
         # PostgreSQL: an existing item's new state and the first action it asks for, when that one is a ``once``
         # action (iconik's analysis), in one statement: a round trip fewer in the transaction of every delivery
         # that starts work. The insert reads the updated row's id, so it runs once the item is updated.
         self.update_item_and_insert_once_action = (
-            f"WITH updated AS ({self.update_item} RETURNING id) "
-            "INSERT INTO actions (item_id, event_id, kind, target, workflow, once_key, status, attempts, bytes_done, "
-            f"created_at, updated_at) SELECT updated.id, {value('event_id')}, {value('kind')}, {value('target')}, "
-            f"{value('workflow')}, {value('once_key')}, 'queued', 0, 0, {value('now')}, {value('now')} FROM updated "
-            "ON CONFLICT (item_id, once_key) DO NOTHING RETURNING id"
+            f"WITH updated AS ({self.update_item} RETURNING id) INSERT INTO actions ({action_columns}) "
+            f"SELECT {action_values.replace(value('item_id'), 'updated.id')} FROM updated{once_only}"
         ) if postgres else None
         # An identical action still waiting for its first attempt: a repeated request joins it.
         same = "IS NOT DISTINCT FROM" if postgres else "IS"  # NULL-safe equality
