@@ -6,8 +6,9 @@ cores + 1 sync workers; access log on, to a file), and is loaded by the same
 wrk command, every request a new iconik asset. All apps are up at once: each
 is warmed up (workers import and connect), then the measured time is cut
 into short slices that go through the apps in turn, so that the machine's
-drift in speed falls on every app alike. After the last slice the events in each listener's
-database are counted: an acknowledged webhook must have been stored.
+drift in speed falls on every app alike. After the last slice the events in
+each listener's database are counted: an acknowledged webhook must have been
+stored.
 """
 from __future__ import annotations
 
