@@ -9,13 +9,21 @@ import shutil
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-# Sync workers: a webhook is one short transaction; processes, not threads, use both cores.
-# One more process than cores, not gunicorn's usual 2 x cores + 1: a webhook keeps its core busy (its only wait,
-# on a local database, is short), so extra processes only share the cores among more requests in flight. On 2
-# cores, 3 workers answered the ingest benchmark's webhooks at the rate 5 did, with a p99 of 13.5 to 17.4 ms
-# where 5 gave 17.3 to 22.1 (bench/README.md, the nineteenth round). Behind a database far away, where a
-# webhook waits longer, set WEB_CONCURRENCY higher (a PaaS often sets it for its machine size).
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
+# Sync workers: a webhook is one short transaction; processes, not threads, use both cores. Fewer than gunicorn's
+# usual 2 x cores + 1: a webhook keeps its core busy, so extra processes only share the cores among more requests
+# in flight (on 2 cores, 3 workers answered the ingest benchmark at the rate 5 did, with a lower p99:
+# bench/README.md, the nineteenth round). How many depends on the database:
+# - SQLite: one per core, two at least (so that a slow admin page holds up no webhook). Every write takes its turn
+#   on the file's one lock, so a process more than cores adds no rate: it only takes the core from the process
+#   that holds the lock. On 2 cores, 2 workers answered the ingest benchmark at the rate 3 did and ran event to
+#   action 2 % faster (the twenty-second round).
+# - PostgreSQL: one more than cores. Each webhook waits for the server's answers, and another process can use the
+#   core meanwhile: 3 workers were 10 % faster than 2 at ingest, 5 % at event to action.
+# Behind a database far away, where a webhook waits longer, set WEB_CONCURRENCY higher (a PaaS often sets it for
+# its machine size).
+_cores = multiprocessing.cpu_count()
+_on_sqlite = (os.environ.get("DATABASE_URL") or "sqlite").startswith("sqlite")  # unset: var/'s SQLite file
+workers = int(os.environ.get("WEB_CONCURRENCY") or (max(2, _cores) if _on_sqlite else _cores + 1))
 worker_class = "sync"
 timeout = int(os.environ.get("WEB_TIMEOUT", 30))  # senders give up after about as long
 graceful_timeout = 20  # a PaaS sends SIGKILL some 30 s after SIGTERM

@@ -26,10 +26,29 @@ def conf(read_conf):
     return read_conf()
 
 
-def test_one_worker_more_than_cores_unless_web_concurrency_says(read_conf, monkeypatch):
-    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 4)
+@pytest.mark.parametrize(("database_url", "cores", "workers"), [
+    (None, 4, 4),  # unset: SQLite in var/
+    ("", 4, 4),
+    ("sqlite:////srv/listener/var/listener.db", 4, 4),
+    ("sqlite:////srv/listener/var/listener.db", 1, 2),  # two at least
+    ("postgresql://listener@db.internal/listener", 4, 5),
+    ("postgres://u:p@db.example.com:5432/d", 2, 3),  # as a PaaS hands it over
+])
+def test_a_worker_per_core_on_sqlite_and_one_more_on_postgresql(read_conf, monkeypatch, database_url, cores,
+                                                               workers):
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: cores)
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
-    assert read_conf()["workers"] == 5
+    if database_url is None:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+    assert read_conf()["workers"] == workers
+
+
+@pytest.mark.parametrize("database_url", ["sqlite:////srv/listener/var/listener.db", "postgresql://db/listener"])
+def test_web_concurrency_sets_the_workers_whatever_the_database(read_conf, monkeypatch, database_url):
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 4)
+    monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("WEB_CONCURRENCY", "9")
     assert read_conf()["workers"] == 9
 
