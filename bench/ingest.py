@@ -2,7 +2,8 @@
 
 Every app runs under the Procfile's ``web`` line, ``gunicorn -c gunicorn.conf.py
 <app>``, with the same environment (WEB_CONCURRENCY unset: gunicorn.conf.py's
-cores + 1 sync workers; access log on, to a file), and is loaded by the same
+sync workers, one per core on SQLite and one more on PostgreSQL, the references
+as on SQLite; access log on, to a file), and is loaded by the same
 wrk command, every request a new iconik asset. All apps are up at once: each
 is warmed up (workers import and connect), then the measured time is cut
 into short slices that go through the apps in turn, so that the machine's
@@ -204,12 +205,22 @@ def median_ratio(mine: list[WrkResult], theirs: list[WrkResult]) -> tuple[float,
     return statistics.median(ratios), ratios[0], ratios[-1]
 
 
-def _title(options: Any, count: int, seconds: float, workers: int | None) -> str:
-    started = f" ({workers} sync workers)" if workers is not None else ""
+def _title(options: Any, count: int, seconds: float, workers: dict[str, int] | None) -> str:
+    started = f" ({workers_text(workers)})" if workers else ""
     return (f"1. Ingest: POST /create, new asset each, wrk -t{options.threads} -c{options.connections}, "
             f"gunicorn -c gunicorn.conf.py{started}; every app up at once, "
             f"{count} round{'s' if count != 1 else ''} of {seconds:g} s each (after {options.warmup:g}s warm-up), "
             "apps in turn")
+
+
+def workers_text(workers: dict[str, int]) -> str:
+    """``3 sync workers``, or each number with the apps that ran it: gunicorn.conf.py's depends on the database."""
+    apps_by_count: dict[int, list[str]] = {}
+    for app, count in workers.items():
+        apps_by_count.setdefault(count, []).append(app)
+    if len(apps_by_count) == 1:
+        return f"{next(iter(apps_by_count))} sync workers"
+    return "sync workers: " + "; ".join(f"{count} ({', '.join(apps)})" for count, apps in apps_by_count.items())
 
 
 def run(options: Any, scratch: Path) -> PartResult:
@@ -246,7 +257,8 @@ def run(options: Any, scratch: Path) -> PartResult:
                 failures[subject.key] = "failed"
                 part.notes.append(f"{subject.label}: {error}")
         if servers:  # as many as gunicorn.conf.py started, all of them up by now (start_gunicorn waits)
-            part.title = _title(options, count, seconds, workers=len(children(servers[0].server.pid)))
+            part.title = _title(options, count, seconds,
+                                workers={s.subject.key: len(children(s.server.pid)) for s in servers})
         for number in range(count):
             say(f"ingest: round {number + 1} of {count}, {seconds:g} s of each app")
             for running in servers if number % 2 == 0 else reversed(servers):
@@ -332,6 +344,10 @@ def run(options: Any, scratch: Path) -> PartResult:
                       "the app's, what the throughput ratio would be on an otherwise idle, CPU-bound machine")
     part.notes.append("each app has its own redis-server (no persistence); the listener runs no RQ worker here: "
                       "a /create alone starts no action")
+    part.notes.append("sync workers: gunicorn.conf.py starts one per core on SQLite and one more on PostgreSQL; the "
+                      "references run with DATABASE_URL=sqlite:// (they use no database), so they have as many as the "
+                      "listener on SQLite, and 'vs ceiling' of the listener on PostgreSQL sets its workers against "
+                      "the ceiling's")
     return part
 
 

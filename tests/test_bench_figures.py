@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from ingest import median_ratio  # noqa: E402 - the bench's modules import each other by their bare names
+from ingest import median_ratio, workers_text  # noqa: E402 - the bench's modules import each other by their bare names
 from loadgen import WrkResult, merged_latency  # noqa: E402
 
 
@@ -61,3 +61,9 @@ def test_the_ratio_is_the_median_of_each_rounds_own_ratio():
 
 def test_no_ratio_without_rounds_of_the_reference():
     assert median_ratio([run(100, [1.0])], []) is None
+
+
+def test_the_title_names_each_number_of_workers_with_the_apps_that_ran_it():
+    assert workers_text({"ceiling": 3, "flask_rq": 3, "sqlite": 3}) == "3 sync workers"
+    assert (workers_text({"ceiling": 2, "flask_rq": 2, "sqlite": 2, "postgresql": 3})
+            == "sync workers: 2 (ceiling, flask_rq, sqlite); 3 (postgresql)")
