@@ -15,8 +15,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # bench/README.md, the nineteenth round). How many depends on the database:
 # - SQLite: one per core, two at least (so that a slow admin page holds up no webhook). Every write takes its turn
 #   on the file's one lock, so a process more than cores adds no rate: it only takes the core from the process
-#   that holds the lock. On 2 cores, 2 workers answered the ingest benchmark at the rate 3 did and ran event to
-#   action 2 % faster (the twenty-second round).
+#   that holds the lock. On 2 cores, 2 workers answered the ingest benchmark at the rate 3 did, and ran event to
+#   action about as fast, with one process's memory less (bench/README.md, the twenty-second round).
 # - PostgreSQL: one more than cores. Each webhook waits for the server's answers, and another process can use the
 #   core meanwhile: 3 workers were 10 % faster than 2 at ingest, 5 % at event to action.
 # Behind a database far away, where a webhook waits longer, set WEB_CONCURRENCY higher (a PaaS often sets it for
