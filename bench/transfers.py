@@ -176,10 +176,12 @@ def settle_disk() -> None:
     os.sync()
 
 
-def make_durable(path: Path) -> None:
-    """fsync ``path``, as the listener's download does before its file is pushed."""
+def make_durable(path: Path) -> float:
+    """fsync ``path``, as the listener's download does before its file is pushed; the seconds it took."""
+    started = time.perf_counter()
     with open(path, "rb") as file:
         os.fsync(file.fileno())
+    return time.perf_counter() - started
 
 
 def curl_upload(path: Path, port: int, name: str, ftp_root: Path, timeout: float) -> float:
@@ -315,7 +317,7 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
     make_file(source, size)
     procs = Processes(workdir)
     timeout = max(120.0, size / MIB)
-    curls: dict[str, list[float]] = {"download": [], "ftp_push": []}
+    curls: dict[str, list[float]] = {"download": [], "download_fsynced": [], "ftp_push": []}
     listener_rounds: list[dict[str, Any]] = []
     rig: ListenerRig | None = None
     try:
@@ -328,13 +330,15 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
 
         def curl_round() -> None:
             # curl does what the listener does, in the same order: download, then push what it downloaded.
-            # Its download time is curl's alone (no fsync). Before its push the file is fsynced, untimed,
-            # as the listener's download is: each push then starts with the disk in the same state.
+            # Its download time, the target's reference, is curl's alone (no fsync). Then the file is fsynced,
+            # as the listener's download is: each push starts with the disk in the same state, and curl's
+            # download with its fsync is shown beside it, the same work as the listener's (no target).
             elapsed = curl_download(url, curl_out, timeout)
+            synced = make_durable(curl_out)
             if download in parts:
                 curls["download"].append(elapsed)
+                curls["download_fsynced"].append(elapsed + synced)
             if push in parts and ftp_port is not None:
-                make_durable(curl_out)
                 curls["ftp_push"].append(curl_upload(curl_out, ftp_port, "curl-ref.bin", ftp_root, timeout))
             curl_out.unlink(missing_ok=True)
 
@@ -374,6 +378,13 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
             part.rows.append([f"curl{' -T' if kind == 'ftp_push' else ''}", fmt(reference, 2),
                               fmt(size / MIB / reference, 0), "1.00x", _each(times), "", ""])
         part.raw["curl_s"] = times
+        fsynced = curls["download_fsynced"] if kind == "download" else []
+        fsynced_median = statistics.median(fsynced) if fsynced else None
+        if fsynced_median is not None and reference:
+            part.rows.append(["curl, then fsync (no target)", fmt(fsynced_median, 2),
+                              fmt(size / MIB / fsynced_median, 0), f"{fsynced_median / reference:.2f}x",
+                              _each(fsynced), "", ""])
+            part.raw["curl_fsync_s"] = fsynced
         if missing or (kind == "ftp_push" and download_missing):
             reason = missing or f"needs the download first: {download_missing}"
             part.rows.append([f"listener {kind} action", reason, "", "", "", "", ""])
@@ -399,6 +410,10 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
         part.rows.append([f"listener {kind} action" + ("" if ok else " (not all done)"), fmt(median, 2),
                           fmt(size / MIB / median, 0) if median else "-", f"{ratio:.2f}x" if ratio else "-",
                           _each(seconds), fmt(peak, 1), fmt(private, 1)])
+        if median and fsynced_median:
+            part.notes.append(f"listener download against curl's download and fsync, the same work (no target): "
+                              f"{median / fsynced_median:.2f}x. This disk writes blocks freed a moment before "
+                              "faster than others, and the target's curl never waits for it")
         if figures:
             part.notes.append(f"listener {kind}: RSS {fmt(figures[0]['job_start_rss_mib'], 1)} MiB when the first "
                               f"action started; worker peak RSS {fmt(listener_rounds[-1]['worker_peak_rss_mib'], 1)} "
