@@ -39,18 +39,27 @@ def tried_alone(monkeypatch):
     return tried
 
 
+def spy_on_statements(monkeypatch, note) -> None:  # noqa: ANN001
+    """``note(sql)`` for every statement the store sends on the driver's cursor, before it is sent."""
+    real = listener.db.DriverCursor.run
+
+    def spied(cursor, sql, params):  # noqa: ANN001, ANN202
+        note(sql)
+        return real(cursor, sql, params)
+
+    monkeypatch.setattr(listener.db.DriverCursor, "run", spied)
+
+
 @pytest.fixture
 def item_statements(monkeypatch):
     """What the store asked of the items table, in order: "insert" or "select" for each statement."""
     asked = []
-    real = listener.db.DriverCursor.one
 
-    def counted(cursor, sql, params):  # noqa: ANN001, ANN202
+    def note(sql: str) -> None:
         if sql.startswith(("INSERT INTO items", "SELECT id, state, data FROM items")):
             asked.append(sql.split()[0].lower())
-        return real(cursor, sql, params)
 
-    monkeypatch.setattr(listener.db.DriverCursor, "one", counted)
+    spy_on_statements(monkeypatch, note)
     return asked
 
 
@@ -58,13 +67,7 @@ def item_statements(monkeypatch):
 def sent(monkeypatch):
     """Every statement the store sent on the driver's cursor, in order, as a list that grows."""
     statements = []
-    real = listener.db.DriverCursor.run
-
-    def counted(cursor, sql, params):  # noqa: ANN001, ANN202
-        statements.append(sql)
-        return real(cursor, sql, params)
-
-    monkeypatch.setattr(listener.db.DriverCursor, "run", counted)
+    spy_on_statements(monkeypatch, statements.append)
     return statements
 
 
