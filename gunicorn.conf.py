@@ -22,7 +22,9 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Behind a database far away, where a webhook waits longer, set WEB_CONCURRENCY higher (a PaaS often sets it for
 # its machine size).
 _cores = multiprocessing.cpu_count()
-_on_sqlite = (os.environ.get("DATABASE_URL") or "sqlite").startswith("sqlite")  # unset: var/'s SQLite file
+# Read here as config.settings reads it (unset or empty: var/'s SQLite file), not imported from there: gunicorn
+# reads this file before the app's directory is on the path (`--chdir` from elsewhere fails on that import).
+_on_sqlite = (os.environ.get("DATABASE_URL") or "sqlite").startswith("sqlite")
 workers = int(os.environ.get("WEB_CONCURRENCY") or (max(2, _cores) if _on_sqlite else _cores + 1))
 worker_class = "sync"
 timeout = int(os.environ.get("WEB_TIMEOUT", 30))  # senders give up after about as long
