@@ -412,8 +412,8 @@ def run(options: Any, scratch: Path) -> list[PartResult]:
                           _each(seconds), fmt(peak, 1), fmt(private, 1)])
         if median and fsynced_median:
             part.notes.append(f"listener download against curl's download and fsync, the same work (no target): "
-                              f"{median / fsynced_median:.2f}x. This disk writes blocks freed a moment before "
-                              "faster than others, and the target's curl never waits for it")
+                              f"{median / fsynced_median:.2f}x. The target's curl never waits for the disk; the "
+                              "listener's download and this row do, so a disk's slow moments fall on them alone")
         if figures:
             part.notes.append(f"listener {kind}: RSS {fmt(figures[0]['job_start_rss_mib'], 1)} MiB when the first "
                               f"action started; worker peak RSS {fmt(listener_rounds[-1]['worker_peak_rss_mib'], 1)} "
