@@ -11,17 +11,24 @@ from tests.conftest import asset_events, base_config, load_fixture, rows
 TAKEN_ASSET = "c0ffee00-0000-4000-8000-000000000001"
 
 
+def spy(monkeypatch, owner, name: str, note) -> None:  # noqa: ANN001
+    """``owner.name`` replaced by a wrapper that calls ``note`` with the call's arguments (but the first, for a
+    method: its instance) before the real one runs."""
+    real = getattr(owner, name)
+    is_method = isinstance(owner, type)
+
+    def spied(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        note(*(args[1:] if is_method else args), **kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spied)
+
+
 @pytest.fixture
 def transactions(monkeypatch):
     """Every transaction the store begins on the driver's connection, as a list that grows."""
     begun = []
-    real = listener.db._driver_begin
-
-    def counted(conn):  # noqa: ANN001, ANN202
-        begun.append(conn)
-        return real(conn)
-
-    monkeypatch.setattr(listener.db, "_driver_begin", counted)
+    spy(monkeypatch, listener.db, "_driver_begin", begun.append)
     return begun
 
 
@@ -29,25 +36,13 @@ def transactions(monkeypatch):
 def tried_alone(monkeypatch):
     """Every delivery the store tried as a single statement outside a transaction, as a list that grows."""
     tried = []
-    real = listener.db.Writer.run_alone
-
-    def counted(writer, work):  # noqa: ANN001, ANN202
-        tried.append(work)
-        return real(writer, work)
-
-    monkeypatch.setattr(listener.db.Writer, "run_alone", counted)
+    spy(monkeypatch, listener.db.Writer, "run_alone", tried.append)
     return tried
 
 
 def spy_on_statements(monkeypatch, note) -> None:  # noqa: ANN001
     """``note(sql)`` for every statement the store sends on the driver's cursor, before it is sent."""
-    real = listener.db.DriverCursor.run
-
-    def spied(cursor, sql, params):  # noqa: ANN001, ANN202
-        note(sql)
-        return real(cursor, sql, params)
-
-    monkeypatch.setattr(listener.db.DriverCursor, "run", spied)
+    spy(monkeypatch, listener.db.DriverCursor, "run", lambda sql, _params: note(sql))
 
 
 @pytest.fixture
