@@ -14,6 +14,7 @@ stored.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import statistics
 import subprocess
@@ -223,6 +224,16 @@ def workers_text(workers: dict[str, int]) -> str:
     return "sync workers: " + "; ".join(f"{count} ({', '.join(apps)})" for count, apps in apps_by_count.items())
 
 
+def workers_note(web_concurrency: str | None) -> str:
+    """How many sync workers each app ran, and why: set for all by ``WEB_CONCURRENCY``, else gunicorn.conf.py's."""
+    if web_concurrency:
+        return f"sync workers: WEB_CONCURRENCY={web_concurrency} in the environment, for every app"
+    return ("sync workers: gunicorn.conf.py starts one per core on SQLite and one more on PostgreSQL; the "
+            "references run with DATABASE_URL=sqlite:// (they use no database), so they have as many as the "
+            "listener on SQLite, and 'vs ceiling' of the listener on PostgreSQL sets its workers against "
+            "the ceiling's")
+
+
 def run(options: Any, scratch: Path) -> PartResult:
     cpus = multiprocessing.cpu_count()
     count, seconds = slice_plan(options)
@@ -344,10 +355,7 @@ def run(options: Any, scratch: Path) -> PartResult:
                       "the app's, what the throughput ratio would be on an otherwise idle, CPU-bound machine")
     part.notes.append("each app has its own redis-server (no persistence); the listener runs no RQ worker here: "
                       "a /create alone starts no action")
-    part.notes.append("sync workers: gunicorn.conf.py starts one per core on SQLite and one more on PostgreSQL; the "
-                      "references run with DATABASE_URL=sqlite:// (they use no database), so they have as many as the "
-                      "listener on SQLite, and 'vs ceiling' of the listener on PostgreSQL sets its workers against "
-                      "the ceiling's")
+    part.notes.append(workers_note(os.environ.get("WEB_CONCURRENCY")))
     return part
 
 

@@ -9,7 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from ingest import median_ratio, workers_text  # noqa: E402 - the bench's modules import each other by their bare names
+from ingest import (  # noqa: E402 - the bench's modules import each other by their bare names
+    median_ratio,
+    workers_note,
+    workers_text,
+)
 from loadgen import WrkResult, merged_latency  # noqa: E402
 
 
@@ -67,3 +71,9 @@ def test_the_title_names_each_number_of_workers_with_the_apps_that_ran_it():
     assert workers_text({"ceiling": 3, "flask_rq": 3, "sqlite": 3}) == "3 sync workers"
     assert (workers_text({"ceiling": 2, "flask_rq": 2, "sqlite": 2, "postgresql": 3})
             == "sync workers: 2 (ceiling, flask_rq, sqlite); 3 (postgresql)")
+
+
+def test_the_workers_note_says_when_web_concurrency_set_them_for_every_app():
+    assert workers_note("4") == "sync workers: WEB_CONCURRENCY=4 in the environment, for every app"
+    assert workers_note(None).startswith("sync workers: gunicorn.conf.py starts one per core on SQLite")
+    assert workers_note("") == workers_note(None)  # empty is unset, as gunicorn.conf.py reads it
