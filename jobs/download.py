@@ -32,12 +32,14 @@ from jobs.context import ActionContext
 from jobs.errors import ActionError, PermanentError
 from jobs.file_names import move_into_place, safe_file_name
 from listener.chain import enter_state
-from listener.writeback import start_writeback
+from listener.writeback import drop_written, start_writeback
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024  # one buffer, reused: the worker's memory stays flat whatever the file's size
-WRITEBACK_BYTES = 8 * 1024 * 1024  # written data is handed to the disk in steps of this size
+# Written data is handed to the disk in steps of this size, and a step is dropped from the page cache once the
+# next one is written: the file holds two steps of the cache at most (listener.writeback says why).
+WRITEBACK_BYTES = 8 * 1024 * 1024
 TIMEOUT = (10.0, 60.0)  # connect, and between two reads
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
@@ -156,7 +158,7 @@ def _chunks(response: urllib3.BaseHTTPResponse) -> Iterator[bytes | memoryview]:
 
 def _stream(context: ActionContext, fetched: safe_url.Fetched, file: BinaryIO, start: int, expected: int,
             url: str) -> None:
-    done = written_back = start
+    done = written_back = dropped = start
     context.progress(done, expected, force=True, resumed_from=start)
     try:
         for chunk in _chunks(fetched.response):
@@ -168,7 +170,9 @@ def _stream(context: ActionContext, fetched: safe_url.Fetched, file: BinaryIO, s
             file.write(chunk)
             if done - written_back >= WRITEBACK_BYTES:
                 start_writeback(file, written_back, done)
-                written_back = done
+                if written_back > dropped:  # the step before, whose writeback started a step ago: on disk, or soon
+                    drop_written(file.fileno(), dropped, written_back - dropped)
+                dropped, written_back = written_back, done
             context.progress(done, expected, resumed_from=start)
     except (Urllib3Error, OSError, http.client.HTTPException) as error:
         file.flush()
@@ -177,6 +181,7 @@ def _stream(context: ActionContext, fetched: safe_url.Fetched, file: BinaryIO, s
                           f"({type(error).__name__}); the next attempt resumes where it stopped") from None
     file.flush()
     os.fsync(file.fileno())
+    drop_written(file.fileno())  # all of it, an earlier attempt's part too: clean now, so nothing waits
     context.progress(done, expected, force=True, resumed_from=start)
     if done != expected:
         raise ActionError(f"{safe_url.redact(url)} ended after {done} of the announced {expected} bytes; "

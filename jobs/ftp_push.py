@@ -29,10 +29,18 @@ from jobs.context import ActionContext
 from jobs.errors import ActionError, PermanentError, Postpone
 from jobs.file_names import safe_file_name
 from jobs.ftp_slots import NoSlot, ServerSlots
+from listener.writeback import drop_read, read_ahead
 
 log = logging.getLogger(__name__)
 
 SLICE_BYTES = 1024 * 1024  # handed to sendfile() at a time; progress is reported between slices
+# The file is read from the disk this far ahead of what is sent, and dropped from the page cache this far behind:
+# a push of any size holds that much of the cache (listener.writeback says why). Not at once behind: sent bytes
+# stay in the socket's buffers until the peer has them (on loopback, in the server's receive buffer), and a page
+# in use there is not dropped. All of it is dropped once the server has the file (but the last pages the kernel
+# still keeps for a retransmission, until the server's last acknowledgement).
+READ_AHEAD_BYTES = 16 * 1024 * 1024
+DROP_BEHIND_BYTES = 16 * 1024 * 1024
 TLS_BLOCK_BYTES = 64 * 1024  # FTPS: sent by us, since Python's sendfile() falls back to 8 KiB sends over TLS
 REASON_WAIT = 2.0  # seconds to wait for the server's reply after it broke off an upload
 WAIT_FOR_SLOT = (1.0, 3.0)  # seconds before a postponed push tries again (random, to spread them)
@@ -141,17 +149,24 @@ def _store(context: ActionContext, ftp: ftplib.FTP, part: str, file: BinaryIO, o
     data connection, where ``storbinary`` read and sent it 64 KiB at a time in
     Python, which the benchmark showed slower than ``curl -T``.
     """
-    sent = offset
+    sent = dropped = offset
+    fd = file.fileno()
+    read_ahead(fd, offset, READ_AHEAD_BYTES)
     with _open_upload(ftp, part, offset, new) as connection:
         while sent < total:
+            read_ahead(fd, sent + READ_AHEAD_BYTES, SLICE_BYTES)
             moved = _send_slice(connection, file, sent, min(SLICE_BYTES, total - sent))
             if moved == 0:
                 raise ActionError(f"{part}: the local file ended after {sent} of {total} bytes")
             sent += moved
+            if sent - dropped >= DROP_BEHIND_BYTES + SLICE_BYTES:
+                drop_read(fd, dropped, sent - DROP_BEHIND_BYTES - dropped)
+                dropped = sent - DROP_BEHIND_BYTES
             context.progress(sent, total, resumed_from=offset)
         if isinstance(connection, ssl.SSLSocket):
             connection.unwrap()  # end TLS on the data connection cleanly, as storbinary does
     ftp.voidresp()
+    drop_read(fd)
 
 
 def _open_upload(ftp: ftplib.FTP, part: str, offset: int, new: bool) -> socket.socket:

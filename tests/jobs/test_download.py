@@ -1,6 +1,7 @@
 """download (SPEC 3 and 4): streamed, resumed, checked, renamed, sanitised, and refused where it must be."""
 from __future__ import annotations
 
+import os
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from listener.models import items
 from tests.conftest import base_config, rows
 from tests.jobs.conftest import scoopa_file, settle
 from tests.support.files import FileServer, make_file, make_large_file
+from tests.support.pagecache import cached_bytes, dropping_filesystem, filesystem_type
 
 
 def scoopa_config(tmp_path: Path, **scoopa: object) -> dict:
@@ -128,6 +130,35 @@ def test_memory_stays_flat_whatever_the_file_size(start_listener, file_server, t
     assert action["status"] == "done"
     assert (tmp_path / "downloads" / "big.mxf").stat().st_size == size
     assert len(peaks) == 1 and peaks[0] < 2 * 1024 * 1024, f"peak {peaks} bytes allocated while streaming {size}"
+
+
+def test_the_file_holds_two_steps_of_the_page_cache_at_most_and_none_once_done(start_listener, file_server,
+                                                                               tmp_path, monkeypatch):
+    """A large file is written out and dropped from the page cache a step behind the writing, so a media file
+    of any size does not push the database's pages out of the cache (listener.writeback)."""
+    import jobs.download
+
+    if not dropping_filesystem(tmp_path):
+        pytest.skip(f"{tmp_path} is on {filesystem_type(tmp_path)}, whose files live in the page cache")
+    cached_after_each_step = []
+    drop = jobs.download.drop_written
+
+    def measured(fd: int, start: int = 0, length: int = 0) -> None:
+        drop(fd, start, length)
+        cached_after_each_step.append(cached_bytes(Path(os.readlink(f"/proc/self/fd/{fd}"))))
+
+    monkeypatch.setattr(jobs.download, "drop_written", measured)
+    step, size = jobs.download.WRITEBACK_BYTES, 40 * 1024 * 1024
+    make_large_file(file_server.root / "big.mxf", size)
+    live = start_listener(scoopa_config(tmp_path))
+    live.post("/scoopa", scoopa_file(62, "big.mxf", size, file_server.url("ranged", "big.mxf")))
+    [action] = settle(live.runtime, timeout=60)
+    assert action["status"] == "done"
+    final = tmp_path / "downloads" / "big.mxf"
+    assert final.read_bytes() == (file_server.root / "big.mxf").read_bytes()
+    assert len(cached_after_each_step) == size // step  # a drop a step, and the whole file's at the end
+    assert max(cached_after_each_step) <= step + jobs.download.CHUNK_BYTES  # the step written since
+    assert cached_after_each_step[-1] == 0
 
 
 def test_redirect_is_followed(start_listener, file_server, tmp_path):

@@ -1,10 +1,12 @@
 """ftp_push (SPEC 4, seed 000): a downloaded file goes to every matching workflow's FTP server, safely."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from rq import Queue
 
@@ -12,6 +14,7 @@ from jobs.ftp_slots import ServerSlots
 from tests.conftest import base_config, rows, run_jobs
 from tests.jobs.conftest import scoopa_file, settle
 from tests.support.files import make_file
+from tests.support.pagecache import cached_bytes, device_read_ahead, dropping_filesystem, filesystem_type
 
 
 def push_config(tmp_path: Path, servers: dict, workflows: list[dict], **scoopa: object) -> dict:
@@ -151,6 +154,51 @@ def test_cut_upload_resumes_with_rest(start_listener, file_server, ftp_server, t
     assert size // 2 <= offset < size
     assert ftp.record.uploads() == [("APPE", "big.mxf.part"), ("STOR", "big.mxf.part")]  # the second from REST
     assert ftp.record.bytes_received < 1.6 * size  # the second attempt sent the rest, not everything again
+
+
+def test_the_file_is_read_ahead_of_the_upload_and_dropped_from_the_page_cache_behind_it(
+        start_listener, file_server, ftp_server, tmp_path, monkeypatch):
+    """The download left the file out of the cache: the push reads it from the disk a few MiB ahead and drops it a
+    few MiB behind, so a push of any size holds that much of the cache, and next to none once done
+    (listener.writeback)."""
+    import jobs.ftp_push
+
+    if not dropping_filesystem(tmp_path):
+        pytest.skip(f"{tmp_path} is on {filesystem_type(tmp_path)}, whose files live in the page cache")
+    cached_after_each_drop, asked_ahead, dropped = [], [], []
+    drop, ahead = jobs.ftp_push.drop_read, jobs.ftp_push.read_ahead
+
+    def measured(fd: int, start: int = 0, length: int = 0) -> None:
+        drop(fd, start, length)
+        dropped.append((start, length))
+        cached_after_each_drop.append(cached_bytes(Path(os.readlink(f"/proc/self/fd/{fd}"))))
+
+    def noted(fd: int, start: int, length: int) -> None:
+        asked_ahead.append((start, length))
+        ahead(fd, start, length)
+
+    monkeypatch.setattr(jobs.ftp_push, "drop_read", measured)
+    monkeypatch.setattr(jobs.ftp_push, "read_ahead", noted)
+    size, slice_bytes = 64 * 1024 * 1024, jobs.ftp_push.SLICE_BYTES
+    window, behind = jobs.ftp_push.READ_AHEAD_BYTES, jobs.ftp_push.DROP_BEHIND_BYTES
+    ftp = ftp_server("playout")
+    push, content = push_one_file(start_listener, file_server, tmp_path, ftp, "big.mxf", size)
+    assert (push["status"], push["attempts"]) == ("done", 1)
+    assert (ftp.root / "big.mxf").read_bytes() == content
+    # The first window, then a slice past the window before each slice is sent.
+    assert asked_ahead == [(0, window)] + [(sent + window, slice_bytes) for sent in range(0, size, slice_bytes)]
+    # Behind: each slice once it is that far behind what was sent, then the whole file.
+    assert dropped == ([(0, behind + slice_bytes - behind)]
+                       + [(sent - slice_bytes, slice_bytes) for sent in range(slice_bytes * 2, size - behind + 1,
+                                                                              slice_bytes)] + [(0, 0)])
+    # What is asked for ahead, what is kept behind, and what the kernel reads ahead of a sequential reader by itself
+    # (its window and the next, up to twice the device's read_ahead_kb): bounded whatever the file's size.
+    bound = window + behind + slice_bytes + 2 * device_read_ahead(tmp_path)
+    assert bound < size, "too small a file to tell a bounded cache from none"
+    assert max(cached_after_each_drop) <= bound
+    # Once done, what the socket may still hold for a retransmission: the pages of data sent last stay in its queue
+    # until the server's last acknowledgement, which may come after its answer to the upload.
+    assert cached_after_each_drop[-1] <= 4 * 1024 * 1024 < behind
 
 
 def test_a_part_left_by_someone_else_is_overwritten_not_appended_to(start_listener, file_server, ftp_server,
