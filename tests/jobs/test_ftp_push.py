@@ -196,9 +196,10 @@ def test_the_file_is_read_ahead_of_the_upload_and_dropped_from_the_page_cache_be
     bound = window + behind + slice_bytes + 2 * device_read_ahead(tmp_path)
     assert bound < size, "too small a file to tell a bounded cache from none"
     assert max(cached_after_each_drop) <= bound
-    # Once done, what the socket may still hold for a retransmission: the pages of data sent last stay in its queue
-    # until the server's last acknowledgement, which may come after its answer to the upload.
-    assert cached_after_each_drop[-1] <= 4 * 1024 * 1024 < behind
+    # Once done, less than the distance kept behind, which would stay without the final drop: what the socket
+    # may still hold for a retransmission (the data sent last stays in its queue until the server's last
+    # acknowledgement, which may come after its answer to the upload), in whole folios (2 MiB each on ext4).
+    assert cached_after_each_drop[-1] < behind
 
 
 def test_a_part_left_by_someone_else_is_overwritten_not_appended_to(start_listener, file_server, ftp_server,
