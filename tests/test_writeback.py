@@ -10,7 +10,7 @@ import time
 import pytest
 
 from listener import writeback
-from tests.support.pagecache import cached_bytes, dropping_filesystem, filesystem_type
+from tests.support.pagecache import cached_bytes, skip_unless_pages_drop
 
 
 def test_a_descriptors_writeback_is_started_for_the_range_asked(monkeypatch, tmp_path):
@@ -33,18 +33,15 @@ def test_the_kernel_takes_the_call_as_bound(tmp_path):
         assert writeback._sync_file_range(-1, 0, 0, 2) == -1  # a bad descriptor is refused
 
 
-page_cache = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the page cache as Linux keeps it")
 MIB = 1024 * 1024
 
 
 @pytest.fixture
 def dropping_dir(tmp_path):
-    if not dropping_filesystem(tmp_path):
-        pytest.skip(f"{tmp_path} is on {filesystem_type(tmp_path)}, whose files live in the page cache")
+    skip_unless_pages_drop(tmp_path)
     return tmp_path
 
 
-@page_cache
 def test_written_bytes_leave_the_page_cache_once_on_disk(dropping_dir):
     path = dropping_dir / "file"
     with open(path, "wb") as file:
@@ -57,7 +54,6 @@ def test_written_bytes_leave_the_page_cache_once_on_disk(dropping_dir):
         assert cached_bytes(path) == 0
 
 
-@page_cache
 def test_read_bytes_leave_the_page_cache_and_reading_ahead_brings_them_back(dropping_dir):
     path = dropping_dir / "file"
     path.write_bytes(os.urandom(4 * MIB))

@@ -14,7 +14,7 @@ from listener.models import items
 from tests.conftest import base_config, rows
 from tests.jobs.conftest import scoopa_file, settle
 from tests.support.files import FileServer, make_file, make_large_file
-from tests.support.pagecache import cached_bytes, dropping_filesystem, filesystem_type
+from tests.support.pagecache import cached_bytes, skip_unless_pages_drop
 
 
 def scoopa_config(tmp_path: Path, **scoopa: object) -> dict:
@@ -138,8 +138,7 @@ def test_the_file_holds_two_steps_of_the_page_cache_at_most_and_none_once_done(s
     of any size does not push the database's pages out of the cache (listener.writeback)."""
     import jobs.download
 
-    if not dropping_filesystem(tmp_path):
-        pytest.skip(f"{tmp_path} is on {filesystem_type(tmp_path)}, whose files live in the page cache")
+    skip_unless_pages_drop(tmp_path)
     cached_after_each_step = []
     drop = jobs.download.drop_written
 

@@ -6,7 +6,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import redis
 from rq import Queue
 
@@ -14,7 +13,7 @@ from jobs.ftp_slots import ServerSlots
 from tests.conftest import base_config, rows, run_jobs
 from tests.jobs.conftest import scoopa_file, settle
 from tests.support.files import make_file
-from tests.support.pagecache import cached_bytes, device_read_ahead, dropping_filesystem, filesystem_type
+from tests.support.pagecache import cached_bytes, device_read_ahead, skip_unless_pages_drop
 
 
 def push_config(tmp_path: Path, servers: dict, workflows: list[dict], **scoopa: object) -> dict:
@@ -163,8 +162,7 @@ def test_the_file_is_read_ahead_of_the_upload_and_dropped_from_the_page_cache_be
     (listener.writeback)."""
     import jobs.ftp_push
 
-    if not dropping_filesystem(tmp_path):
-        pytest.skip(f"{tmp_path} is on {filesystem_type(tmp_path)}, whose files live in the page cache")
+    skip_unless_pages_drop(tmp_path)
     cached_after_each_drop, asked_ahead, dropped = [], [], []
     drop, ahead = jobs.ftp_push.drop_read, jobs.ftp_push.read_ahead
 

@@ -1,7 +1,7 @@
 """How much of a file is in the page cache: Linux's mincore() on a mapping of it, through ctypes.
 
 Only where the file's pages can leave the cache: a file on tmpfs lives in it (its pages are the file), so
-``dropping_filesystem`` tells the tests that need the kernel to drop pages where they can run.
+``skip_unless_pages_drop`` skips, with the reason, a test that needs the kernel to drop pages elsewhere.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import mmap
 import os
 import sys
 from pathlib import Path
+
+import pytest
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 if _libc is not None:
@@ -54,9 +56,13 @@ def filesystem_type(path: Path) -> str:
     return kind
 
 
-def dropping_filesystem(path: Path) -> bool:
-    """Whether pages of files under ``path`` can leave the page cache (Linux, and not a memory filesystem)."""
-    return _libc is not None and filesystem_type(path) not in _MEMORY_FILESYSTEMS
+def skip_unless_pages_drop(path: Path) -> None:
+    """Skip the test unless pages of files under ``path`` can leave the page cache (Linux, not a memory filesystem)."""
+    if _libc is None:
+        pytest.skip("the page cache as Linux keeps it (mincore, sync_file_range)")
+    kind = filesystem_type(path)
+    if kind in _MEMORY_FILESYSTEMS:
+        pytest.skip(f"{path} is on {kind}, whose files live in the page cache")
 
 
 def device_read_ahead(path: Path) -> int:
@@ -69,4 +75,3 @@ def device_read_ahead(path: Path) -> int:
         except (OSError, ValueError):
             continue
     return 0
-
