@@ -22,7 +22,7 @@ from rq import Queue, SimpleWorker
 from rq.executions import Execution
 from rq.job import Job, JobStatus, _job_stack
 from rq.registry import StartedJobRegistry
-from rq.utils import now
+from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
 from listener.logs import configure_logging
@@ -148,25 +148,31 @@ class ListenerWorker(SimpleWorker):
         """RQ's, with its writes held back to go in ``prepare_job_execution``'s pipeline.
 
         RQ sends the two as two round trips, one right after the other; a worker
-        that runs its jobs itself does nothing in between.
+        that runs its jobs itself does nothing in between. The BUSY state goes
+        in with the other fields of the worker's hash written there.
         """
         pipeline = self.connection.pipeline()
         self.execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipeline)
-        self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+        self._state = WorkerStatus.BUSY
         self._held_pipeline = pipeline
         return self.execution
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """RQ's start-of-job writes, after ``prepare_execution``'s held ones and with the PERSIST of the job's
-        key that ``Job.perform()`` would send: one round trip where RQ takes three."""
+        key that ``Job.perform()`` would send: one round trip where RQ takes three.
+
+        RQ writes the worker's hash field by field (its state, current job, working
+        time and heartbeat: four HSETs) and the job's heartbeat just before the
+        job's start overwrites it. The same fields go in one HSET for each hash.
+        """
         pipeline, self._held_pipeline = self._held_pipeline or self.connection.pipeline(), None
         with pipeline:
-            self.set_current_job_id(job.id, pipeline=pipeline)
-            self.set_current_job_working_time(0, pipeline=pipeline)
             heartbeat_ttl = self.get_heartbeat_ttl(job)
-            self.heartbeat(heartbeat_ttl, pipeline=pipeline)
-            job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
-            job.prepare_for_execution(self.name, pipeline=pipeline)
+            self._state, self.current_job_working_time = WorkerStatus.BUSY, 0
+            pipeline.hset(self.key, mapping={"state": WorkerStatus.BUSY, "current_job": job.id,
+                                             "current_job_working_time": 0, "last_heartbeat": utcformat(now())})
+            pipeline.expire(self.key, heartbeat_ttl)
+            job.prepare_for_execution(self.name, pipeline=pipeline)  # its heartbeat, status, start and worker
             if remove_from_intermediate_queue:
                 pipeline.lrem(Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
             pipeline.persist(job.key)
@@ -225,8 +231,14 @@ class ListenerWorker(SimpleWorker):
         with self.connection.pipeline() as pipeline:
             self.increment_successful_job_count(pipeline=pipeline)
             self.increment_total_working_time(job.ended_at - job.started_at, pipeline)  # type: ignore[operator]
-            self.cleanup_execution(job, pipeline=pipeline)
-            pipeline.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key)
+            # RQ's cleanup_execution, less what the DEL below makes moot: the execution's ZREM from the
+            # job's execution registry, which goes whole. Its hash goes in the same DEL.
+            pipeline.hdel(self.key, "current_job")
+            execution, self.execution = self.execution, None
+            if execution is not None:
+                pipeline.zrem(job.started_job_registry.key, execution.composite_key)
+            pipeline.delete(job.key, job.dependents_key, job.dependencies_key, job.execution_registry.key,
+                            *([execution.key] if execution is not None else []))
             # The IDLE that RQ writes next, as a round trip of its own; the state in this process stays BUSY
             # until then, so a SIGTERM now still waits for the job's end (RQ's warm shutdown).
             pipeline.hset(self.key, "state", WorkerStatus.IDLE)
