@@ -1,6 +1,7 @@
 """``python -m listener worker``: an RQ worker with the scheduler and the outbox dispatcher."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import re
@@ -99,6 +100,71 @@ class ListenerJob(Job):
         return self._result
 
 
+# A job taken from the queue (to RQ's intermediate list, as RQ's LMOVE does) and its hash read, in one round
+# trip: RQ sends the LMOVE, then the HGETALL. The hash's key is made here from the id the LMOVE returned, so
+# it is not among KEYS, as Redis Cluster would want: RQ does not run on a cluster.
+_TAKE_JOB = """
+local job_id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+if not job_id then
+    return false
+end
+return {job_id, redis.call('HGETALL', ARGV[1] .. job_id)}
+"""
+
+
+class ListenerQueue(Queue):
+    """RQ's queue, whose worker takes a waiting job and reads it in one round trip where RQ takes two."""
+
+    @classmethod
+    def dequeue_any(cls, queues: Any, timeout: int | None, connection: redis.Redis, job_class: Any = None,
+                    serializer: Any = None, death_penalty_class: Any = None) -> tuple[Job, Queue] | None:
+        """RQ's, but for a job already waiting in a worker's one queue: that comes back from one script.
+
+        With nothing waiting, or several queues, or a Redis before 6.2 (no LMOVE),
+        RQ's own dequeue runs as before, and blocks for the next job as before.
+        """
+        queues = list(queues)
+        if len(queues) == 1 and rq.utils.get_version(connection) >= (6, 2, 0):
+            taken = cls._take_waiting(queues[0], connection, job_class, serializer, death_penalty_class)
+            if taken is not None:
+                return taken
+        return super().dequeue_any(queues, timeout, connection, job_class=job_class, serializer=serializer,
+                                   death_penalty_class=death_penalty_class)
+
+    @classmethod
+    def _take_waiting(cls, queue: Queue, connection: redis.Redis, job_class: Any, serializer: Any,
+                      death_penalty_class: Any) -> tuple[Job, Queue] | None:
+        job_cls = rq.utils.backend_class(cls, "job_class", override=job_class)
+        while True:
+            keys, prefix = [queue.key, queue.intermediate_queue_key], job_cls.redis_job_namespace_prefix
+            taken = _take_job(connection, keys, [prefix])
+            if not taken:
+                return None
+            job_id, fields = rq.utils.as_text(taken[0]), taken[1]
+            if not fields:  # RQ's dequeue passes over a job whose hash is gone, and takes the next
+                continue
+            found = cls.from_queue_key(queue.key, connection=connection, job_class=job_cls, serializer=serializer,
+                                       death_penalty_class=death_penalty_class)
+            job = job_cls(rq.job.parse_job_id(job_id), connection=connection, serializer=serializer)
+            try:
+                job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+            except Exception as error:  # as RQ's dequeue: the error says which job and queue
+                error.job_id, error.queue = job_id, found  # type: ignore[attr-defined]
+                raise
+            return job, found
+
+
+_TAKE_JOB_SHA = hashlib.sha1(_TAKE_JOB.encode()).hexdigest()  # noqa: S324 - Redis names its scripts by SHA-1
+
+
+def _take_job(connection: redis.Redis, keys: list[str], args: list[str]) -> Any:
+    """The script by its SHA-1; sent whole only when Redis does not have it yet (new, or restarted)."""
+    try:
+        return connection.evalsha(_TAKE_JOB_SHA, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return connection.eval(_TAKE_JOB, len(keys), *keys, *args)
+
+
 class ListenerWorker(SimpleWorker):
     """Runs each job in the worker process itself, instead of in a work horse forked per job.
 
@@ -116,6 +182,7 @@ class ListenerWorker(SimpleWorker):
     """
 
     job_class = ListenerJob
+    queue_class = ListenerQueue
     # RQ doubles its pause between tries to reach a lost Redis, while it waits for a job, up to 60 s: a
     # Redis back after a restart would wait up to a minute for the worker to notice.
     max_connection_wait_time = 5.0
@@ -133,6 +200,12 @@ class ListenerWorker(SimpleWorker):
         self._held_pipeline: Any = None
         self._idle_written = False
         self.log.addFilter(_drop_per_job_lines)
+
+    def validate_queues(self) -> None:
+        """RQ's check that the queues are of ``queue_class``, for any of RQ's queues: only the dequeue is ours."""
+        for queue in self.queues:
+            if not isinstance(queue, Queue):
+                raise TypeError(f"{queue} is not of type {Queue} or string types")
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """RQ's worker state, not written again when it has not changed (RQ sets IDLE twice per job), nor
