@@ -135,9 +135,9 @@ class ListenerQueue(Queue):
     def _take_waiting(cls, queue: Queue, connection: redis.Redis, job_class: Any, serializer: Any,
                       death_penalty_class: Any) -> tuple[Job, Queue] | None:
         job_cls = rq.utils.backend_class(cls, "job_class", override=job_class)
+        keys, args = [queue.key, queue.intermediate_queue_key], [job_cls.redis_job_namespace_prefix]
         while True:
-            keys, prefix = [queue.key, queue.intermediate_queue_key], job_cls.redis_job_namespace_prefix
-            taken = _take_job(connection, keys, [prefix])
+            taken = _take_job(connection, keys, args)
             if not taken:
                 return None
             job_id, fields = rq.utils.as_text(taken[0]), taken[1]
@@ -222,11 +222,10 @@ class ListenerWorker(SimpleWorker):
 
         RQ sends the two as two round trips, one right after the other; a worker
         that runs its jobs itself does nothing in between. The BUSY state goes
-        in with the other fields of the worker's hash written there.
+        in there too, with the other fields of the worker's hash.
         """
         pipeline = self.connection.pipeline()
         self.execution = Execution.create(job, self.get_heartbeat_ttl(job), pipeline=pipeline)
-        self._state = WorkerStatus.BUSY
         self._held_pipeline = pipeline
         return self.execution
 

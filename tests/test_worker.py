@@ -48,6 +48,13 @@ def run_burst(redis_url: str, worker_class: type[SimpleWorker], jobs: int = JOBS
     return queue, {**{name: after[name] - before.get(name, 0) for name in after}, "round trips": round_trips}
 
 
+def fresh_queue(redis_url: str) -> Queue:
+    """The tests' queue, on an emptied Redis database."""
+    connection = redis.Redis.from_url(redis_url)
+    connection.flushdb()
+    return Queue("worker-test", connection=connection)
+
+
 def leftovers(queue: Queue) -> tuple[dict[str, str], dict[str, str]]:
     """What a burst left in Redis: every key and its type (the worker's name made generic), and the worker's
     counters."""
@@ -106,11 +113,9 @@ def who_runs_me() -> str:
 
 
 def test_a_job_finds_itself_with_get_current_job(redis_url):
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    queue = Queue("worker-test", connection=connection)
+    queue = fresh_queue(redis_url)
     job = queue.enqueue(who_runs_me, result_ttl=60)
-    ListenerWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
+    ListenerWorker([queue], connection=queue.connection).work(burst=True, logging_level="WARNING")
     assert job.latest_result().return_value == job.id
 
 
@@ -130,9 +135,8 @@ def test_a_failed_job_still_takes_rqs_path_and_is_kept_as_failed(redis_url):
     class FailingJobsWorker(ListenerWorker):
         RESULTLESS_FUNCTIONS = frozenset({"builtins.int"})
 
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    queue = Queue("worker-test", connection=connection)
+    queue = fresh_queue(redis_url)
+    connection = queue.connection
     job = queue.enqueue("builtins.int", "not a number", result_ttl=0)
     FailingJobsWorker([queue], connection=connection).work(burst=True, logging_level="WARNING")
     assert queue.failed_job_registry.get_job_ids() == [job.id]
@@ -197,12 +201,6 @@ def test_a_job_read_back_has_the_timestamps_it_was_saved_with(redis_url):
     assert (fetched.created_at, fetched.enqueued_at) == (job.created_at, job.enqueued_at)
     assert fetched.created_at.tzinfo is not None
     job.delete()
-
-
-def fresh_queue(redis_url: str, name: str = "take-test") -> Queue:
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    return Queue(name, connection=connection)
 
 
 def test_a_waiting_job_is_taken_and_read_in_one_round_trip_as_rqs_dequeue_reads_it(redis_url):
